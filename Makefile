@@ -1,0 +1,37 @@
+# Two commands for a newcomer: `make demo` and `make test`. Both set everything up.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: demo test test-fast up down status bench policies clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+$(STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+demo: $(STAMP)            ## start the local stack and run the whole chain once
+	$(BIN)/freshet demo
+
+test: $(STAMP)            ## the whole test suite, end-to-end included
+	$(BIN)/python -m pytest
+
+test-fast: $(STAMP)       ## everything but the slow and end-to-end tests
+	$(BIN)/python -m pytest -m "not slow and not e2e"
+
+up: $(STAMP)
+	$(BIN)/freshet up
+
+down: $(STAMP)
+	$(BIN)/freshet down
+
+status: $(STAMP)
+	$(BIN)/freshet status
+
+clean:
+	-$(BIN)/freshet down
+	rm -rf $(VENV) .freshet

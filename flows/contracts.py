@@ -1,0 +1,229 @@
+"""Dataset contracts: one TOML file per dataset, no code change to add one.
+
+Reads the folder named by the ``contracts_dir`` setting (``FRESHET_CONTRACTS_DIR``).
+Every error names the file and the field so a person can fix it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import tomllib
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+DATASET_NAME = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
+
+DTYPES: dict[str, pl.DataType] = {
+    "Date": pl.Date(),
+    "Datetime": pl.Datetime("us"),
+    "Int8": pl.Int8(),
+    "Int16": pl.Int16(),
+    "Int32": pl.Int32(),
+    "Int64": pl.Int64(),
+    "UInt8": pl.UInt8(),
+    "UInt16": pl.UInt16(),
+    "UInt32": pl.UInt32(),
+    "UInt64": pl.UInt64(),
+    "Float32": pl.Float32(),
+    "Float64": pl.Float64(),
+    "Boolean": pl.Boolean(),
+    "String": pl.String(),
+}
+FREQUENCIES = {"daily": timedelta(days=1), "hourly": timedelta(hours=1)}
+RULE_KEYS = {"non_null", "min", "max", "allowed"}
+
+
+class ContractError(ValueError):
+    """A contract file is missing, unreadable or inconsistent."""
+
+
+class UnknownDatasetError(ContractError):
+    """No contract exists for the requested dataset name."""
+
+
+@dataclass(frozen=True)
+class Rule:
+    non_null: bool = False
+    min: float | None = None
+    max: float | None = None
+    allowed: tuple[Any, ...] | None = None
+
+
+@dataclass(frozen=True)
+class Contract:
+    name: str
+    columns: dict[str, pl.DataType]
+    time_column: str
+    frequency: str
+    series_keys: tuple[str, ...]
+    target: str
+    exogenous: tuple[str, ...]
+    horizon: int
+    season_length: int
+    rules: dict[str, Rule] = field(default_factory=dict)
+    extra_columns: str = "reject"
+    staleness_hours: float = 48.0
+    description: str = ""
+    source: str = ""
+    fingerprint: str = ""
+
+    @property
+    def period(self) -> timedelta:
+        return FREQUENCIES[self.frequency]
+
+    @property
+    def required_non_null(self) -> tuple[str, ...]:
+        """Columns that may never be null: time, keys, target, plus rules asking for it."""
+        implicit = (self.time_column, *self.series_keys, self.target)
+        explicit = tuple(c for c, r in self.rules.items() if r.non_null and c not in implicit)
+        return implicit + explicit
+
+    @property
+    def is_datetime(self) -> bool:
+        return self.columns[self.time_column] == pl.Datetime("us")
+
+
+def _fail(path: Path, fld: str, msg: str) -> ContractError:
+    return ContractError(f"{path}: field '{fld}': {msg}")
+
+
+def parse_contract(path: Path) -> Contract:
+    """Parse and check one contract file."""
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ContractError(f"{path}: contract file not found") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ContractError(f"{path}: not valid TOML: {exc}") from None
+
+    def need(key: str, kind: type | tuple[type, ...]) -> Any:
+        if key not in raw:
+            raise _fail(path, key, "is required")
+        value = raw[key]
+        if not isinstance(value, kind) or isinstance(value, bool) and kind is int:
+            raise _fail(path, key, f"expected {getattr(kind, '__name__', kind)}, got {value!r}")
+        return value
+
+    name = need("name", str)
+    if not DATASET_NAME.match(name):
+        raise _fail(path, "name", f"{name!r} must match {DATASET_NAME.pattern}")
+    if path.stem != name:
+        raise _fail(path, "name", f"{name!r} must equal the file name {path.stem!r}")
+
+    raw_columns = need("columns", dict)
+    columns: dict[str, pl.DataType] = {}
+    for col, dtype in raw_columns.items():
+        if dtype not in DTYPES:
+            raise _fail(path, f"columns.{col}", f"unknown dtype {dtype!r}; use one of {sorted(DTYPES)}")
+        columns[col] = DTYPES[dtype]
+
+    def column_ref(key: str, value: str) -> str:
+        if value not in columns:
+            raise _fail(path, key, f"column {value!r} is not declared in [columns]")
+        return value
+
+    time_column = column_ref("time_column", need("time_column", str))
+    if columns[time_column] not in (pl.Date(), pl.Datetime("us")):
+        raise _fail(path, "time_column", "must be a Date or Datetime column")
+    frequency = need("frequency", str)
+    if frequency not in FREQUENCIES:
+        raise _fail(path, "frequency", f"{frequency!r}; use one of {sorted(FREQUENCIES)}")
+    if frequency == "hourly" and columns[time_column] != pl.Datetime("us"):
+        raise _fail(path, "time_column", "hourly data needs a Datetime time column")
+    keys = tuple(column_ref("series_keys", k) for k in need("series_keys", list))
+    target = column_ref("target", need("target", str))
+    if not columns[target].is_numeric():
+        raise _fail(path, "target", f"column {target!r} must be numeric")
+    exogenous = tuple(column_ref("exogenous", c) for c in raw.get("exogenous", []))
+    horizon = need("horizon", int)
+    if horizon < 1:
+        raise _fail(path, "horizon", "must be at least 1")
+    season = raw.get("season_length", 7 if frequency == "daily" else 24)
+    if not isinstance(season, int) or season < 1:
+        raise _fail(path, "season_length", "must be a positive integer")
+    extra = raw.get("extra_columns", "reject")
+    if extra not in ("reject", "ignore"):
+        raise _fail(path, "extra_columns", f"{extra!r}; use 'reject' or 'ignore'")
+    staleness = raw.get("staleness_hours", 48)
+    if not isinstance(staleness, (int, float)) or staleness <= 0:
+        raise _fail(path, "staleness_hours", "must be a positive number")
+
+    rules: dict[str, Rule] = {}
+    for col, spec in raw.get("rules", {}).items():
+        column_ref(f"rules.{col}", col)
+        if not isinstance(spec, dict):
+            raise _fail(path, f"rules.{col}", "must be a table")
+        unknown = set(spec) - RULE_KEYS
+        if unknown:
+            raise _fail(path, f"rules.{col}.{sorted(unknown)[0]}", f"unknown rule; use {sorted(RULE_KEYS)}")
+        for bound in ("min", "max"):
+            if bound in spec and (not isinstance(spec[bound], (int, float)) or isinstance(spec[bound], bool)):
+                raise _fail(path, f"rules.{col}.{bound}", "must be a number")
+        if ("min" in spec or "max" in spec) and not columns[col].is_numeric():
+            raise _fail(path, f"rules.{col}", "min/max need a numeric column")
+        allowed = spec.get("allowed")
+        if allowed is not None and not isinstance(allowed, list):
+            raise _fail(path, f"rules.{col}.allowed", "must be a list")
+        rules[col] = Rule(
+            non_null=bool(spec.get("non_null", False)),
+            min=spec.get("min"),
+            max=spec.get("max"),
+            allowed=tuple(allowed) if allowed is not None else None,
+        )
+
+    return Contract(
+        name=name,
+        columns=columns,
+        time_column=time_column,
+        frequency=frequency,
+        series_keys=keys,
+        target=target,
+        exogenous=exogenous,
+        horizon=horizon,
+        season_length=season,
+        rules=rules,
+        extra_columns=extra,
+        staleness_hours=float(staleness),
+        description=str(raw.get("description", "")),
+        source=str(path),
+        fingerprint=hashlib.sha256(path.read_bytes()).hexdigest()[:16],
+    )
+
+
+def check_dataset_name(name: str) -> str:
+    """Reject names that could escape a path or a resource id before any lookup."""
+    if not isinstance(name, str) or not DATASET_NAME.match(name):
+        raise UnknownDatasetError(
+            f"invalid dataset name {name!r}: use lowercase letters, digits and '_' "
+            f"(pattern {DATASET_NAME.pattern})"
+        )
+    return name
+
+
+def load_contract(name: str, contracts_dir: Path) -> Contract:
+    """The contract of one dataset, by name."""
+    check_dataset_name(name)
+    path = contracts_dir / f"{name}.toml"
+    if not path.is_file():
+        known = ", ".join(list_datasets(contracts_dir)) or "none"
+        raise UnknownDatasetError(
+            f"unknown dataset {name!r}: no contract {path} (known datasets: {known}; "
+            "set FRESHET_CONTRACTS_DIR to your contracts folder)"
+        )
+    return parse_contract(path)
+
+
+def list_datasets(contracts_dir: Path) -> list[str]:
+    """Names of every dataset with a contract file."""
+    if not contracts_dir.is_dir():
+        return []
+    return sorted(p.stem for p in contracts_dir.glob("*.toml"))
+
+
+def load_all(contracts_dir: Path) -> list[Contract]:
+    return [load_contract(n, contracts_dir) for n in list_datasets(contracts_dir)]

@@ -1,0 +1,117 @@
+"""Event names, resources, payloads and ids: the contract between ingestion and training.
+
+Every module that emits or matches a freshet event imports it from here.
+Event ids are deterministic (uuid5 of the event name, dataset and content
+hashes), so a retried emission is recognisably the same event and Prefect's
+trigger service ignores the copy.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from datetime import datetime, timezone
+from typing import Any
+
+DATA_LANDED = "data.landed"
+DATA_REJECTED = "data.rejected"
+MODEL_TRAINED = "model.trained"
+MODEL_PROMOTED = "model.promoted"
+MODEL_REJECTED = "model.rejected"
+DATASET_STALE = "freshet.dataset.stale"
+
+RESOURCE_PREFIX = "freshet.dataset."
+DATASET_LABEL = "freshet.dataset"
+MAX_PAYLOAD_BYTES = 256 * 1024
+
+_NAMESPACE = uuid.UUID("6f0f1c5e-6d1b-4c53-9a5e-2f7c0b1d9e41")
+
+
+class EmitError(RuntimeError):
+    """An event could not be delivered to the Prefect API."""
+
+
+def dataset_resource(dataset: str) -> dict[str, str]:
+    return {"prefect.resource.id": f"{RESOURCE_PREFIX}{dataset}", DATASET_LABEL: dataset}
+
+
+def event_id(event: str, dataset: str, keys: list[str]) -> uuid.UUID:
+    """Deterministic id: the same event about the same content always gets the same id."""
+    return uuid.uuid5(_NAMESPACE, f"{event}|{dataset}|{','.join(sorted(keys))}")
+
+
+def landed_payload(dataset: str, files: list[dict[str, Any]]) -> dict[str, Any]:
+    """Payload of ``data.landed`` from manifest-style file records.
+
+    Each record has ``uri``, ``content_hash``, ``rows``, ``min_time`` and ``max_time``.
+    """
+    starts = [f["min_time"] for f in files if f.get("min_time")]
+    ends = [f["max_time"] for f in files if f.get("max_time")]
+    return {
+        "dataset": dataset,
+        "uris": [f["uri"] for f in files],
+        "content_hashes": [f["content_hash"] for f in files],
+        "rows": sum(int(f.get("rows") or 0) for f in files),
+        "time_range": {"start": min(starts) if starts else None, "end": max(ends) if ends else None},
+        "watermark": max(ends) if ends else None,
+        "files": [
+            {k: f.get(k) for k in ("uri", "content_hash", "rows", "min_time", "max_time", "landed_at")} for f in files
+        ],
+    }
+
+
+def rejected_payload(dataset: str, uri: str, content_hash: str | None, reasons: list[dict], quarantine: str, rows_rejected: int, rows_admitted: int) -> dict[str, Any]:
+    return {
+        "dataset": dataset,
+        "uri": uri,
+        "content_hash": content_hash,
+        "quarantine": quarantine,
+        "rows_rejected": rows_rejected,
+        "rows_admitted": rows_admitted,
+        "reasons": [{k: r[k] for k in ("column", "rule", "rows")} | {"detail": r.get("detail", "")} for r in reasons],
+    }
+
+
+def build_event(name: str, dataset: str, payload: dict[str, Any], keys: list[str], related: list[dict[str, str]] | None = None):
+    """A Prefect ``Event`` with freshet's resource, deterministic id and bounded payload."""
+    from prefect.events import Event
+
+    body = json.dumps(payload, default=str)
+    if len(body) > MAX_PAYLOAD_BYTES:
+        raise ValueError(f"{name} payload for {dataset} is {len(body)} bytes, over the {MAX_PAYLOAD_BYTES} limit")
+    return Event(
+        event=name,
+        resource=dataset_resource(dataset),
+        related=related or [],
+        payload=json.loads(body),
+        id=event_id(name, dataset, keys),
+        occurred=datetime.now(timezone.utc),
+    )
+
+
+def emit(event, timeout: float = 20.0) -> None:
+    """Deliver one event and wait for the API to take it; raise ``EmitError`` if it can't.
+
+    Unlike ``prefect.events.emit_event`` (fire-and-forget, drops the event after
+    retries), this tells the caller whether the announcement reached Prefect.
+    """
+    from prefect.events.clients import get_events_client
+    from prefect.utilities.asyncutils import run_coro_as_sync
+
+    try:
+        from prefect.events.related import related_resources_from_run_context
+
+        if not event.related:
+            event.related = run_coro_as_sync(related_resources_from_run_context())
+    except Exception:  # outside a run there is no context to relate to; not an error
+        pass
+
+    async def _send() -> None:
+        async with get_events_client(reconnection_attempts=2, checkpoint_every=1) as client:
+            await client.emit(event)
+
+    try:
+        run_coro_as_sync(asyncio.wait_for(_send(), timeout))
+    except Exception as exc:  # noqa: BLE001 - any failure means "not delivered"
+        raise EmitError(f"could not deliver {event.event} ({event.id}) to the Prefect API: {type(exc).__name__}: {exc}") from exc

@@ -1,0 +1,121 @@
+"""The ``ingest`` flow: land, validate, curate, announce.
+
+Reads CSV or parquet landing files, validates them against the dataset's
+contract, writes curated parquet and one manifest entry per admitted file, then
+emits ``data.landed``. Bad rows or files go to quarantine with a reason and a
+``data.rejected`` event, and the run fails with a message naming file, column
+and rule. Re-ingesting a file changes nothing (content-hash idempotency).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+from prefect import flow, get_run_logger, task
+
+from freshet import events
+from freshet.contracts import Contract, load_contract
+from freshet.ingestion import Admission, admit_file, landing_path
+from freshet.lake import Lake
+from freshet.settings import Settings, get_settings
+
+
+class IngestRejected(RuntimeError):
+    """One or more landing files broke the contract (their rows are in quarantine)."""
+
+
+@task(name="admit-file", task_run_name="admit {uri}")
+def admit(contract: Contract, uri: str, settings: Settings) -> Admission:
+    """Validate one landing file and publish its curated partition and manifest entry."""
+    lake = Lake.from_settings(settings)
+    result = admit_file(
+        lake, contract, uri,
+        now=datetime.now(timezone.utc),
+        future_tolerance_hours=settings.future_tolerance_hours,
+        on_bad_rows=settings.on_bad_rows,
+    )
+    log = get_run_logger()
+    (log.info if result.ok else log.error)(result.message())
+    return result
+
+
+@task(name="announce")
+def announce(dataset: str, admissions: list[Admission]) -> list[str]:
+    """Emit ``data.landed`` for newly admitted files and ``data.rejected`` for quarantined ones.
+
+    Returns the problems met while announcing (empty when every event was delivered).
+    """
+    log = get_run_logger()
+    problems = []
+    landed = [a.entry for a in admissions if a.status in ("admitted", "partial")]
+    to_send = []
+    if landed:
+        payload = events.landed_payload(dataset, landed)
+        to_send.append(events.build_event(events.DATA_LANDED, dataset, payload, payload["content_hashes"]))
+    for a in admissions:
+        if a.status in ("rejected", "partial"):
+            payload = events.rejected_payload(dataset, a.uri, a.content_hash, a.reasons, a.quarantine or "",
+                                              a.rows_rejected, a.entry["rows"] if a.entry else 0)
+            to_send.append(events.build_event(events.DATA_REJECTED, dataset, payload, [a.content_hash or a.uri]))
+    for event in to_send:
+        try:
+            events.emit(event)
+            log.info("emitted %s %s for %s", event.event, event.id, dataset)
+        except events.EmitError as exc:
+            problems.append(str(exc))
+            log.error(
+                "ANNOUNCEMENT FAILED: %s. The data is admitted and in the manifest; the watchdog "
+                "(safety net) will retrain %s once the Prefect API is reachable again.", exc, dataset,
+            )
+    return problems
+
+
+def resolve_uris(lake: Lake, dataset: str, uris: list[str] | None) -> list[str]:
+    """The URIs to ingest: those given, or every file in the dataset's landing folder."""
+    if uris:
+        return list(dict.fromkeys(uris))
+    folder = lake.landing_dir(dataset)
+    return [lake.uri(p) for p in lake.list(folder) if p.lower().endswith((".csv", ".parquet", ".pq"))]
+
+
+@flow(name="ingest", log_prints=True)
+def ingest(dataset: str = "retail_sales", uris: list[str] | None = None) -> dict:
+    """Validate landing files against the dataset contract, curate them and announce data.landed.
+
+    Args:
+        dataset: Dataset name; a contract file <dataset>.toml must exist in FRESHET_CONTRACTS_DIR.
+        uris: Landing file URIs (CSV or parquet) inside the lake's landing/ area. Empty: every file in landing/<dataset>/.
+    """
+    settings = get_settings()
+    contract = load_contract(dataset, settings.contracts_dir)
+    lake = Lake.from_settings(settings)
+    todo = resolve_uris(lake, dataset, uris)
+    if len(todo) > settings.max_event_uris:
+        raise ValueError(f"{len(todo)} URIs given; at most {settings.max_event_uris} per run (FRESHET_MAX_EVENT_URIS)")
+    for uri in todo:
+        landing_path(lake, uri)  # refuse URIs outside the landing area before reading anything
+    admissions = [admit(contract, uri, settings) for uri in todo]
+    problems = announce(dataset, admissions)
+    counts = {s: sum(a.status == s for a in admissions) for s in ("admitted", "partial", "duplicate", "rejected")}
+    summary = {
+        "dataset": dataset,
+        **counts,
+        "rows_admitted": sum(a.entry["rows"] for a in admissions if a.status in ("admitted", "partial")),
+        "rows_quarantined": sum(a.rows_rejected for a in admissions),
+        "announced": not problems,
+        "files": [{"uri": a.uri, "status": a.status, "content_hash": a.content_hash} for a in admissions],
+    }
+    print(
+        f"ingest {dataset}: {len(todo)} file(s): {counts['admitted']} admitted, {counts['partial']} partly admitted, "
+        f"{counts['duplicate']} already known, {counts['rejected']} rejected; {summary['rows_admitted']} rows admitted, "
+        f"{summary['rows_quarantined']} quarantined" + ("" if not problems else "; data.landed NOT announced")
+    )
+    bad = [a for a in admissions if a.status in ("rejected", "partial")]
+    if bad:
+        raise IngestRejected("\n".join(a.message() for a in bad))
+    if problems:
+        raise events.EmitError(
+            "data admitted but not announced: " + "; ".join(problems)
+            + ". Nothing is lost: the watchdog retrains from the manifest."
+        )
+    return summary

@@ -1,0 +1,106 @@
+"""XGBoost fit, prediction and forecast metrics (Prefect-free, no I/O)."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import polars as pl
+import xgboost as xgb
+
+
+@dataclass
+class FitResult:
+    booster: xgb.Booster
+    params: dict[str, Any]
+    best_iteration: int
+    rounds: int
+    seconds: float
+    rows: int
+    history: dict[str, list[float]] = field(default_factory=dict)
+
+
+def xgb_params(settings: Any) -> dict[str, Any]:
+    """Training parameters from settings: ``hist`` trees, squared error, fixed seed."""
+    params = {
+        "objective": "reg:squarederror",
+        "tree_method": "hist",
+        "eta": settings.xgb_learning_rate,
+        "max_depth": settings.xgb_max_depth,
+        "min_child_weight": 5,
+        "subsample": 0.9,
+        "colsample_bytree": 0.9,
+        "eval_metric": "mae",
+        "seed": 0,
+    }
+    if settings.xgb_nthread:
+        params["nthread"] = settings.xgb_nthread
+    return params
+
+
+def to_matrix(frame: pl.DataFrame, features: list[str]) -> np.ndarray:
+    """A float32 matrix of the feature columns in order (nulls become NaN)."""
+    return frame.select(pl.col(features).cast(pl.Float32)).to_numpy()
+
+
+def fit(train: pl.DataFrame, valid: pl.DataFrame, features: list[str], target: str, params: dict[str, Any],
+        max_rounds: int, early_stopping_rounds: int) -> FitResult:
+    """Fit with early stopping on the validation frame."""
+    start = time.perf_counter()
+    dtrain = xgb.QuantileDMatrix(to_matrix(train, features), label=train[target].to_numpy(), feature_names=features)
+    dvalid = xgb.DMatrix(to_matrix(valid, features), label=valid[target].to_numpy(), feature_names=features)
+    history: dict[str, dict[str, list[float]]] = {}
+    booster = xgb.train(
+        params,
+        dtrain,
+        num_boost_round=max_rounds,
+        evals=[(dvalid, "valid")],
+        early_stopping_rounds=early_stopping_rounds,
+        evals_result=history,
+        verbose_eval=False,
+    )
+    return FitResult(
+        booster=booster,
+        params=params,
+        best_iteration=int(booster.best_iteration),
+        rounds=int(booster.num_boosted_rounds()),
+        seconds=time.perf_counter() - start,
+        rows=train.height,
+        history={k: v for k, v in history.get("valid", {}).items()},
+    )
+
+
+def predict(booster: xgb.Booster, frame: pl.DataFrame, features: list[str]) -> np.ndarray:
+    """Predictions of the best iteration, clipped at zero (demand is not negative)."""
+    dm = xgb.DMatrix(to_matrix(frame, features), feature_names=features)
+    best = getattr(booster, "best_iteration", None)
+    rng = (0, best + 1) if best is not None else (0, 0)
+    return np.clip(booster.predict(dm, iteration_range=rng), 0, None)
+
+
+def metrics(actual: np.ndarray, forecast: np.ndarray) -> dict[str, float]:
+    """MAE, RMSE and WAPE (sum of absolute errors over sum of absolute actuals)."""
+    actual = np.asarray(actual, dtype=np.float64)
+    forecast = np.asarray(forecast, dtype=np.float64)
+    err = forecast - actual
+    denom = float(np.abs(actual).sum())
+    return {
+        "mae": float(np.abs(err).mean()),
+        "rmse": float(np.sqrt((err**2).mean())),
+        "wape": float(np.abs(err).sum() / denom) if denom else float("nan"),
+        "rows": int(actual.size),
+    }
+
+
+def decide(new: dict[str, float], champion: dict[str, float] | None, baseline: dict[str, float], min_improvement: float) -> tuple[bool, str]:
+    """Promote only if the new model beats the champion (or, for the first model, the baseline)."""
+    if not new["wape"] < baseline["wape"]:
+        return False, f"WAPE {new['wape']:.4f} does not beat the seasonal-naive baseline {baseline['wape']:.4f}"
+    if champion is None:
+        return True, f"first model; WAPE {new['wape']:.4f} beats the baseline {baseline['wape']:.4f}"
+    bar = champion["wape"] * (1 - min_improvement)
+    if new["wape"] < bar:
+        return True, f"WAPE {new['wape']:.4f} beats the champion {champion['wape']:.4f}"
+    return False, f"WAPE {new['wape']:.4f} does not beat the champion {champion['wape']:.4f} (bar {bar:.4f})"

@@ -1,0 +1,334 @@
+"""The ``train`` flow: features, XGBoost, evaluation against champion and baseline, promotion.
+
+Started by the ``data.landed`` deployment trigger (``uris`` and ``event_id`` come
+from the event) or by a person from the UI with defaults, which trains on
+everything the manifest holds. The manifest, not the event, decides what is new:
+when the registry already holds a model for exactly the manifest's data, the run
+ends in seconds as "nothing new". Runs for one dataset are serialised by a
+Prefect global concurrency limit, and a run re-checks the manifest after
+training so data that landed meanwhile is not left behind.
+"""
+
+from __future__ import annotations
+
+import platform
+import time
+from datetime import datetime, timezone
+from typing import Any
+
+import polars as pl
+import xgboost as xgb
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.runtime import flow_run
+
+import freshet
+from freshet import events, registry
+from freshet import features as F
+from freshet import model as M
+from freshet.contracts import Contract, load_contract
+from freshet.ingestion import UriRejected, admit_file, landing_path, load_curated, read_manifest
+from freshet.lake import Lake
+from freshet.locks import dataset_lock
+from freshet.settings import Settings, get_settings
+
+
+@task(name="admit-pending")
+def admit_pending(contract: Contract, uris: list[str], settings: Settings) -> list[str]:
+    """Validate and admit event URIs the manifest does not hold yet; returns problems found."""
+    lake = Lake.from_settings(settings)
+    log = get_run_logger()
+    problems = []
+    for uri in uris:
+        result = admit_file(lake, contract, uri, future_tolerance_hours=settings.future_tolerance_hours,
+                            on_bad_rows=settings.on_bad_rows)
+        (log.info if result.ok else log.warning)(result.message())
+        if not result.ok:
+            problems.append(result.message())
+    return problems
+
+
+@task(name="snapshot-manifest")
+def snapshot(dataset: str, settings: Settings) -> list[dict[str, Any]]:
+    return read_manifest(Lake.from_settings(settings), dataset)
+
+
+def debounce(dataset: str, settings: Settings) -> list[dict[str, Any]]:
+    """Wait until no file has been admitted for the quiet period (bounded by the max wait)."""
+    log = get_run_logger()
+    entries = snapshot(dataset, settings)
+    quiet, deadline = settings.debounce_quiet_seconds, time.monotonic() + settings.debounce_max_wait_seconds
+    if quiet <= 0:
+        return entries
+    seen = len(entries)
+    last_change = time.monotonic()
+    while time.monotonic() - last_change < quiet and time.monotonic() < deadline:
+        time.sleep(min(1.0, quiet))
+        entries = snapshot.fn(dataset, settings)
+        if len(entries) != seen:
+            log.info("debounce: %d new file(s) landed, waiting for %.0f s of quiet", len(entries) - seen, quiet)
+            seen, last_change = len(entries), time.monotonic()
+    return entries
+
+
+@task(name="load-curated")
+def load_data(contract: Contract, entries: list[dict[str, Any]], settings: Settings) -> pl.DataFrame:
+    return load_curated(Lake.from_settings(settings), entries, contract).collect()
+
+
+@task(name="build-features")
+def features_task(contract: Contract, data: pl.DataFrame) -> pl.DataFrame:
+    return F.build_features(data.lazy(), contract).collect()
+
+
+@task(name="fit")
+def fit_task(train: pl.DataFrame, valid: pl.DataFrame, contract: Contract, settings: Settings) -> M.FitResult:
+    return M.fit(train, valid, F.feature_columns(contract), contract.target, M.xgb_params(settings),
+                 settings.xgb_max_rounds, settings.xgb_early_stopping_rounds)
+
+
+@task(name="evaluate")
+def evaluate(contract: Contract, holdout: pl.DataFrame, booster: xgb.Booster, champ: dict | None,
+             settings: Settings) -> dict[str, Any]:
+    """Score the new model, the champion and the seasonal-naive baseline on the same holdout rows."""
+    log = get_run_logger()
+    base_col = f"lag_{F.seasonal_lag(contract)}"
+    scored = holdout.filter(pl.col(base_col).is_not_null())
+    actual = scored[contract.target].to_numpy()
+    out: dict[str, Any] = {
+        "model": M.metrics(actual, M.predict(booster, scored, F.feature_columns(contract))),
+        "baseline": M.metrics(actual, scored[base_col].to_numpy()),
+        "champion": None,
+    }
+    if champ is not None:
+        missing = [c for c in champ["features"] if c not in scored.columns]
+        if missing:
+            log.warning("champion %s needs features %s that this version no longer builds; "
+                        "comparing with the baseline only", champ["version"], missing)
+        else:
+            old = registry.load_booster(Lake.from_settings(settings), contract.name, champ["version"])
+            out["champion"] = M.metrics(actual, M.predict(old, scored, champ["features"]))
+    return out
+
+
+@task(name="register")
+def register_task(dataset: str, version: str, booster: xgb.Booster, meta: dict, settings: Settings) -> None:
+    registry.register(Lake.from_settings(settings), dataset, version, booster, meta)
+
+
+@task(name="promote")
+def promote_task(dataset: str, version: str, settings: Settings) -> None:
+    registry.promote(Lake.from_settings(settings), dataset, version)
+
+
+def _lineage(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    keep = ("content_hash", "uri", "rows", "min_time", "max_time", "landed_at", "admitted_at")
+    return [{k: e.get(k) for k in keep} for e in entries]
+
+
+def _emit(name: str, dataset: str, payload: dict, keys: list[str]) -> None:
+    try:
+        events.emit(events.build_event(name, dataset, payload, keys))
+    except events.EmitError as exc:
+        get_run_logger().error("%s; the registry already holds the outcome, nothing is lost", exc)
+
+
+def covered_by(models: list[dict[str, Any]], fingerprint: str) -> dict[str, Any] | None:
+    """The newest model already trained on exactly this data, if any."""
+    matches = [m for m in models if m["fingerprint"] == fingerprint]
+    return matches[-1] if matches else None
+
+
+def train_once(contract: Contract, entries: list[dict[str, Any]], settings: Settings, event_id: str | None) -> dict[str, Any]:
+    """Train, evaluate, register and maybe promote one model on the given manifest entries."""
+    log = get_run_logger()
+    lake = Lake.from_settings(settings)
+    dataset = contract.name
+    timings: dict[str, float] = {}
+
+    def timed(name: str, fn, *args):
+        start = time.perf_counter()
+        result = fn(*args)
+        timings[name] = round(time.perf_counter() - start, 3)
+        return result
+
+    fingerprint = registry.data_fingerprint([e["content_hash"] for e in entries])
+    data = timed("load", load_data, contract, entries, settings)
+    feats = timed("features", features_task, contract, data)
+    max_time = data[contract.time_column].max()
+    train, valid, holdout = F.time_split(feats.lazy(), contract, max_time, settings.holdout_periods, settings.validation_periods)
+    train, valid, holdout = train.collect(), valid.collect(), holdout.collect()
+    if min(train.height, valid.height, holdout.height) == 0:
+        raise ValueError(
+            f"{dataset}: not enough history to train: {data.height} rows from {data[contract.time_column].min()} to "
+            f"{max_time}; need more than {settings.holdout_periods + settings.validation_periods} periods "
+            "(FRESHET_HOLDOUT_PERIODS + FRESHET_VALIDATION_PERIODS)"
+        )
+    fitted = timed("fit", fit_task, train, valid, contract, settings)
+    champ = registry.champion(lake, dataset)
+    scores = timed("evaluate", evaluate, contract, holdout, fitted.booster, champ, settings)
+    promote, reason = M.decide(scores["model"], scores["champion"], scores["baseline"], settings.min_improvement)
+    version = registry.new_version(fingerprint)
+    covered_before = {c["content_hash"] for c in (champ or {}).get("lineage", [])}
+    fresh = [e for e in entries if e["content_hash"] not in covered_before]
+    meta = {
+        "version": version,
+        "dataset": dataset,
+        "fingerprint": fingerprint,
+        "trained_at": datetime.now(timezone.utc).isoformat(),
+        "data_range": {"start": str(data[contract.time_column].min()), "end": str(max_time)},
+        "data_watermark": str(max_time),
+        "rows": {"total": data.height, "train": train.height, "valid": valid.height, "holdout": holdout.height},
+        "lineage": _lineage(entries),
+        "new_files": [e["content_hash"] for e in fresh],
+        "metrics": scores,
+        "champion_version": champ["version"] if champ else None,
+        "decision": {"promote": promote, "reason": reason},
+        "params": fitted.params,
+        "best_iteration": fitted.best_iteration,
+        "rounds": fitted.rounds,
+        "features": F.feature_columns(contract),
+        "contract": contract.fingerprint,
+        "versions": {"freshet": freshet.__version__, "xgboost": xgb.__version__, "polars": pl.__version__,
+                     "prefect": _prefect_version(), "python": platform.python_version()},
+        "event_id": event_id,
+        "flow_run_id": str(flow_run.get_id() or ""),
+    }
+    timings["register"] = 0.0
+    meta["timings"] = timings
+    start = time.perf_counter()
+    register_task(dataset, version, fitted.booster, meta, settings)
+    timings["register"] = round(time.perf_counter() - start, 3)
+    _emit(events.MODEL_TRAINED, dataset, _model_payload(meta), [fingerprint])
+    outcome = {"version": version, "promoted": promote, "reason": reason, "metrics": scores, "timings": timings,
+               "fingerprint": fingerprint, "rows": data.height, "watermark": str(max_time), "files": len(entries)}
+    if promote:
+        promote_task(dataset, version, settings)
+        landed = [e["landed_at"] for e in fresh if e.get("landed_at")]
+        outcome["freshness_lag_seconds"] = (
+            (datetime.now(timezone.utc) - datetime.fromisoformat(min(landed))).total_seconds() if landed else None
+        )
+        _emit(events.MODEL_PROMOTED, dataset, _model_payload(meta) | {"freshness_lag_seconds": outcome["freshness_lag_seconds"]}, [fingerprint])
+        log.info("PROMOTED %s %s: %s", dataset, version, reason)
+    else:
+        _emit(events.MODEL_REJECTED, dataset, _model_payload(meta), [fingerprint])
+        log.info("NOT PROMOTED %s %s: %s", dataset, version, reason)
+    _publish_artifacts(contract, meta, outcome)
+    return outcome
+
+
+def _model_payload(meta: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "dataset": meta["dataset"],
+        "version": meta["version"],
+        "fingerprint": meta["fingerprint"],
+        "watermark": meta["data_watermark"],
+        "metrics": meta["metrics"],
+        "decision": meta["decision"],
+        "files": len(meta["lineage"]),
+        "event_id": meta["event_id"],
+    }
+
+
+def _prefect_version() -> str:
+    import prefect
+
+    return prefect.__version__
+
+
+def _fmt(m: dict | None, key: str) -> str:
+    return "n/a" if not m else f"{m[key]:.4f}"
+
+
+def _publish_artifacts(contract: Contract, meta: dict[str, Any], outcome: dict[str, Any]) -> None:
+    key = f"freshet-{contract.name.replace('_', '-')}"
+    s = meta["metrics"]
+    rows = [
+        {"model": name, "version": v, "mae": _fmt(s[name], "mae"), "rmse": _fmt(s[name], "rmse"), "wape": _fmt(s[name], "wape")}
+        for name, v in (("model", meta["version"]), ("champion", meta["champion_version"] or "-"), ("baseline", "seasonal naive"))
+    ]
+    create_table_artifact(key=f"{key}-metrics", table=rows, description=f"Holdout metrics for {contract.name}")
+    lag = outcome.get("freshness_lag_seconds")
+    report = f"""# {contract.name}: model {meta['version']}
+
+**Decision:** {'promoted to champion' if meta['decision']['promote'] else 'not promoted'} ({meta['decision']['reason']})
+
+| | |
+|---|---|
+| data range | {meta['data_range']['start']} .. {meta['data_range']['end']} |
+| rows (train / valid / holdout) | {meta['rows']['train']} / {meta['rows']['valid']} / {meta['rows']['holdout']} |
+| files in lineage | {len(meta['lineage'])} ({len(meta['new_files'])} new since the champion) |
+| freshness lag (landing to promotion) | {f'{lag:.1f} s' if lag is not None else 'n/a'} |
+| boosting rounds (best) | {meta['rounds']} ({meta['best_iteration']}) |
+| timings (s) | {', '.join(f'{k} {v}' for k, v in meta['timings'].items())} |
+
+| holdout | MAE | RMSE | WAPE |
+|---|---|---|---|
+""" + "\n".join(f"| {r['model']} ({r['version']}) | {r['mae']} | {r['rmse']} | {r['wape']} |" for r in rows)
+    create_markdown_artifact(key=f"{key}-report", markdown=report, description=f"Training report for {contract.name}")
+
+
+@flow(name="train", log_prints=True)
+def train(dataset: str = "retail_sales", uris: list[str] | None = None, event_id: str | None = None,
+          force: bool = False) -> dict:
+    """Train an XGBoost forecaster on everything the manifest holds; promote it if it beats the champion.
+
+    Args:
+        dataset: Dataset name; a contract file <dataset>.toml must exist in FRESHET_CONTRACTS_DIR.
+        uris: Landing URIs named by the triggering data.landed event. Any not yet in the manifest are validated and admitted first. Leave empty when starting by hand.
+        event_id: Id of the triggering event (for lineage); filled in by the automation.
+        force: Train even when a model for exactly this data already exists.
+    """
+    log = get_run_logger()
+    settings = get_settings()
+    contract = load_contract(dataset, settings.contracts_dir)
+    lake = Lake.from_settings(settings)
+    uris = list(uris or [])
+    if len(uris) > settings.max_event_uris:
+        raise ValueError(f"{len(uris)} URIs given; at most {settings.max_event_uris} per run (FRESHET_MAX_EVENT_URIS)")
+    known = {e["uri"] for e in read_manifest(lake, dataset)}
+    pending = []
+    for uri in uris:
+        try:
+            landing_path(lake, uri)
+        except UriRejected as exc:
+            raise UriRejected(f"refusing event {event_id or '-'}: {exc}") from None
+        if uri not in known:
+            pending.append(uri)
+    if pending:
+        admit_pending(contract, pending, settings)
+
+    with dataset_lock(dataset):
+        outcomes = []
+        for _ in range(settings.max_train_rounds_per_run):
+            entries = debounce(dataset, settings)
+            if not entries:
+                print(f"train {dataset}: the manifest is empty; land and ingest data first")
+                return {"dataset": dataset, "status": "no-data"}
+            fingerprint = registry.data_fingerprint([e["content_hash"] for e in entries])
+            existing = covered_by(registry.list_models(lake, dataset), fingerprint)
+            if existing and not force:
+                _finish_interrupted_promotion(lake, dataset, existing, settings)
+                break
+            outcomes.append(train_once(contract, entries, settings, event_id))
+            force = False
+        if not outcomes:
+            print(f"train {dataset}: nothing new: model {existing['version']} already covers all "
+                  f"{len(entries)} file(s) in the manifest; done")
+            return {"dataset": dataset, "status": "nothing-new", "version": existing["version"]}
+    last = outcomes[-1]
+    m = last["metrics"]
+    print(
+        f"train {dataset}: model {last['version']} {'PROMOTED' if last['promoted'] else 'not promoted'} "
+        f"on {last['files']} file(s), {last['rows']} rows up to {last['watermark']}: WAPE {m['model']['wape']:.4f} vs "
+        f"baseline {m['baseline']['wape']:.4f}, champion {_fmt(m['champion'], 'wape')} ({len(outcomes)} training round(s))"
+    )
+    return {"dataset": dataset, "status": "trained", "rounds": len(outcomes), **last}
+
+
+def _finish_interrupted_promotion(lake: Lake, dataset: str, existing: dict, settings: Settings) -> None:
+    """A crash between registering a winner and moving the pointer is completed here."""
+    champ = registry.champion(lake, dataset)
+    if existing["decision"]["promote"] and (champ is None or champ["version"] < existing["version"]):
+        get_run_logger().warning("completing the interrupted promotion of %s %s", dataset, existing["version"])
+        promote_task(dataset, existing["version"], settings)

@@ -1,0 +1,137 @@
+"""Contract validation as pure polars: string columns in, typed columns and a reason out.
+
+``typed_with_violations`` turns a frame whose columns are all strings (as read from
+CSV with no inference) into the contract's dtypes plus a ``_violation`` column:
+null for a valid row, else ``column:rule`` labels joined by ``;``. Every input row
+stays in the output exactly once, so a row is either curated or quarantined.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+import polars as pl
+
+from freshet.contracts import Contract
+
+VIOLATION = "_violation"
+TRUE_STRINGS = ["true", "t", "1", "yes", "y"]
+FALSE_STRINGS = ["false", "f", "0", "no", "n"]
+
+
+@dataclass(frozen=True)
+class SchemaProblem:
+    column: str
+    rule: str
+    detail: str
+
+
+def check_header(columns: list[str], contract: Contract) -> list[SchemaProblem]:
+    """File-level problems: missing columns, and extra ones unless the contract ignores them."""
+    problems = [
+        SchemaProblem(c, "missing_column", f"column {c!r} is required by the contract")
+        for c in contract.columns
+        if c not in columns
+    ]
+    if contract.extra_columns == "reject":
+        problems += [
+            SchemaProblem(c, "unexpected_column", f"column {c!r} is not in the contract (extra_columns = 'reject')")
+            for c in columns
+            if c not in contract.columns
+        ]
+    return problems
+
+
+def _cast(col: str, dtype: pl.DataType) -> pl.Expr:
+    raw = pl.col(col).str.strip_chars()
+    raw = pl.when(raw == "").then(None).otherwise(raw)
+    if dtype == pl.Boolean():
+        low = raw.str.to_lowercase()
+        return (
+            pl.when(low.is_in(TRUE_STRINGS)).then(True).when(low.is_in(FALSE_STRINGS)).then(False).otherwise(None)
+        ).alias(col)
+    if dtype == pl.Date():
+        return raw.str.to_date("%Y-%m-%d", strict=False).alias(col)
+    if dtype == pl.Datetime("us"):
+        return raw.str.to_datetime(time_unit="us", strict=False, time_zone=None).alias(col)
+    if dtype == pl.String():
+        return raw.alias(col)
+    return raw.cast(dtype, strict=False).alias(col)
+
+
+def typed_with_violations(lf: pl.LazyFrame, contract: Contract, now: datetime, future_tolerance_hours: float) -> pl.LazyFrame:
+    """Cast string columns to the contract's dtypes and label every rule a row breaks."""
+    cols = list(contract.columns)
+    raw = lf.select(cols)
+    checks: list[tuple[str, str, pl.Expr]] = []
+    typed_exprs = []
+    for col, dtype in contract.columns.items():
+        typed_exprs.append(_cast(col, dtype))
+    typed = raw.with_columns([pl.col(c).alias(f"__raw_{c}") for c in cols]).with_columns(typed_exprs)
+
+    for col, dtype in contract.columns.items():
+        present = pl.col(f"__raw_{col}").str.strip_chars().fill_null("") != ""
+        checks.append((col, "dtype", present & pl.col(col).is_null()))
+    for col in contract.required_non_null:
+        checks.append((col, "non_null", pl.col(f"__raw_{col}").str.strip_chars().fill_null("") == ""))
+    for col, rule in contract.rules.items():
+        if rule.min is not None:
+            checks.append((col, "min", pl.col(col) < rule.min))
+        if rule.max is not None:
+            checks.append((col, "max", pl.col(col) > rule.max))
+        if rule.allowed is not None:
+            checks.append((col, "allowed", pl.col(col).is_not_null() & ~pl.col(col).is_in(list(rule.allowed))))
+    limit = now.replace(tzinfo=None) + _hours(future_tolerance_hours)
+    time_col = pl.col(contract.time_column)
+    if contract.columns[contract.time_column] == pl.Date():
+        checks.append((contract.time_column, "future", time_col > pl.lit(limit.date())))
+    else:
+        checks.append((contract.time_column, "future", time_col > pl.lit(limit)))
+    key = [contract.time_column, *contract.series_keys]
+    checks.append(("+".join(key), "duplicate_key", pl.int_range(pl.len()).over(key) > 0))
+
+    labels = [pl.when(expr.fill_null(False)).then(pl.lit(f"{col}:{rule}")) for col, rule, expr in checks]
+    violation = pl.concat_str(labels, separator=";", ignore_nulls=True)
+    return typed.with_columns(pl.when(violation == "").then(None).otherwise(violation).alias(VIOLATION))
+
+
+def _hours(h: float) -> timedelta:
+    return timedelta(hours=h)
+
+
+def valid_rows(checked: pl.LazyFrame, contract: Contract) -> pl.LazyFrame:
+    """Rows that break no rule, typed as the contract says."""
+    return checked.filter(pl.col(VIOLATION).is_null()).select(list(contract.columns))
+
+
+def invalid_rows(checked: pl.LazyFrame, contract: Contract) -> pl.LazyFrame:
+    """Rows that break a rule, with their original text (nothing is lost) and the reason."""
+    return checked.filter(pl.col(VIOLATION).is_not_null()).select(
+        *[pl.col(f"__raw_{c}").alias(c) for c in contract.columns], VIOLATION
+    )
+
+
+def summarize_violations(bad: pl.DataFrame, examples: int = 3) -> list[dict]:
+    """Machine-readable reasons: one record per (column, rule) with a count and example rows."""
+    if bad.height == 0:
+        return []
+    source = bad.drop(VIOLATION)
+    exploded = (
+        bad.with_row_index("__row")
+        .select("__row", pl.col(VIOLATION).str.split(";").alias("__label"))
+        .explode("__label")
+    )
+    out = []
+    for (label,), group in exploded.group_by(["__label"], maintain_order=True):
+        column, rule = label.rsplit(":", 1)
+        rows = group["__row"].head(examples).to_list()
+        out.append(
+            {
+                "column": column,
+                "rule": rule,
+                "rows": group.height,
+                "examples": source[rows].cast(pl.String).to_dicts(),
+            }
+        )
+    return out
