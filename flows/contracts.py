@@ -110,7 +110,7 @@ def parse_contract(path: Path) -> Contract:
         return value
 
     name = need("name", str)
-    if not DATASET_NAME.match(name):
+    if not DATASET_NAME.fullmatch(name):
         raise _fail(path, "name", f"{name!r} must match {DATASET_NAME.pattern}")
     if path.stem != name:
         raise _fail(path, "name", f"{name!r} must equal the file name {path.stem!r}")
@@ -197,7 +197,7 @@ def parse_contract(path: Path) -> Contract:
 
 def check_dataset_name(name: str) -> str:
     """Reject names that could escape a path or a resource id before any lookup."""
-    if not isinstance(name, str) or not DATASET_NAME.match(name):
+    if not isinstance(name, str) or not DATASET_NAME.fullmatch(name):
         raise UnknownDatasetError(
             f"invalid dataset name {name!r}: use lowercase letters, digits and '_' "
             f"(pattern {DATASET_NAME.pattern})"

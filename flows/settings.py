@@ -91,6 +91,17 @@ class Settings(BaseSettings):
     )
 
     # --- wiring ---------------------------------------------------------
+    stale_after_seconds: float | None = Field(
+        None,
+        ge=10,
+        description="Staleness window for every dataset's alarm, overriding the contracts' "
+        "staleness_hours (Prefect's proactive triggers need at least 10 s).",
+    )
+    notify_block: str | None = Field(
+        None,
+        description="Notification block ('block-type-slug/block-name', e.g. 'slack-webhook/ops') "
+        "that staleness alarms also notify.",
+    )
     train_deployment: str = Field(
         "train/train", description="Deployment the watchdog starts to retrain a dataset."
     )

@@ -1,0 +1,210 @@
+"""Shared fixtures: a Prefect test server, local and S3 (moto) lakes, landing-file helpers.
+
+Layers (see STYLE.md): pure-function tests need none of these; flow tests ask for
+``prefect_api`` (one temporary Prefect server for the whole session) and a lake
+(``lake_env`` for a local folder, ``s3_lake`` for moto, or ``any_lake`` for both);
+end-to-end fixtures live in ``tests/stack.py`` (see the bottom of this file).
+
+Every test starts with no ``FRESHET_*`` variable set, so a developer's own
+settings never leak into a run.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import socket
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+# Before anything imports prefect: no telemetry from the temporary servers.
+os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
+
+import polars as pl
+import pytest
+
+from freshet.generate import generate_retail_sales
+from freshet.ingestion import read_manifest
+from freshet.lake import Lake
+from freshet.settings import get_settings
+
+DATASET = "retail_sales"
+BUCKET = "freshet-test"
+FAKE_AWS = {
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_SESSION_TOKEN": "testing",
+    "AWS_DEFAULT_REGION": "us-east-1",
+    "AWS_REGION": "us-east-1",
+}
+
+T = TypeVar("T")
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for(what: str, probe: Callable[[], T | None], timeout: float = 20.0, every: float = 0.2) -> T:
+    """Poll ``probe`` until it returns something truthy; fail with ``what`` at the deadline."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = probe()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}")
+        time.sleep(every)
+
+
+# --------------------------------------------------------------------- isolation
+@pytest.fixture(autouse=True)
+def _clean_freshet_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No FRESHET_* setting from the developer's shell reaches a test."""
+    for name in list(os.environ):
+        if name.startswith("FRESHET_"):
+            monkeypatch.delenv(name)
+
+
+# --------------------------------------------------------------------- Prefect
+@pytest.fixture(scope="session")
+def prefect_api() -> Iterator[None]:
+    """One temporary Prefect server (SQLite) for the session; flows run against it.
+
+    It runs the event and trigger services but executes nothing by itself:
+    calling a flow function runs it in the test process.
+    """
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=90):
+        yield
+
+
+# --------------------------------------------------------------------- lakes
+@dataclass
+class LakeHandle:
+    """A configured lake (settings live in the environment) plus test helpers."""
+
+    kind: str  # "local" | "s3"
+    url: str
+
+    @property
+    def lake(self) -> Lake:
+        return Lake.from_settings(get_settings())
+
+    def uri(self, *parts: str) -> str:
+        lake = self.lake
+        return lake.uri(lake.path(*parts))
+
+    def land(self, data: pl.DataFrame | bytes, name: str, dataset: str = DATASET) -> str:
+        """Drop a landing file (CSV or parquet by ``name``'s suffix); returns its URI."""
+        if isinstance(data, pl.DataFrame):
+            if name.endswith(".csv"):
+                body = data.write_csv().encode()
+            else:
+                buf = io.BytesIO()
+                data.write_parquet(buf)
+                body = buf.getvalue()
+        else:
+            body = data
+        lake = self.lake
+        path = lake.path("landing", dataset, name)
+        lake.write_bytes(path, body)
+        return lake.uri(path)
+
+    def manifest(self, dataset: str = DATASET) -> list[dict[str, Any]]:
+        return read_manifest(self.lake, dataset)
+
+    def listing(self, *parts: str) -> list[str]:
+        """Names (not paths) of the published entries under a lake folder."""
+        lake = self.lake
+        return [p.rsplit("/", 1)[-1] for p in lake.list(lake.path(*parts))]
+
+    def read_json(self, *parts: str) -> Any:
+        lake = self.lake
+        return lake.read_json(lake.path(*parts))
+
+    def read_parquet(self, *parts: str) -> pl.DataFrame:
+        lake = self.lake
+        return pl.read_parquet(io.BytesIO(lake.read_bytes(lake.path(*parts))))
+
+
+@pytest.fixture
+def lake_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> LakeHandle:
+    """A local lake in a fresh temporary folder (FRESHET_LAKE_URL)."""
+    url = str(tmp_path / "lake")
+    monkeypatch.setenv("FRESHET_LAKE_URL", url)
+    return LakeHandle("local", url)
+
+
+@pytest.fixture(scope="session")
+def moto_server() -> Iterator[str]:
+    """An S3 API (moto) on 127.0.0.1 and a free port; yields its endpoint URL."""
+    from moto.server import ThreadedMotoServer
+
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def s3_lake(moto_server: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[LakeHandle]:
+    """A lake at s3://freshet-test/lake on a freshly reset moto server."""
+    import boto3
+    import requests
+    from s3fs import S3FileSystem
+
+    for name, value in FAKE_AWS.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.delenv("AWS_PROFILE", raising=False)
+    requests.post(f"{moto_server}/moto-api/reset", timeout=10).raise_for_status()
+    S3FileSystem.clear_instance_cache()
+    boto3.client("s3", endpoint_url=moto_server, region_name="us-east-1").create_bucket(Bucket=BUCKET)
+    url = f"s3://{BUCKET}/lake"
+    monkeypatch.setenv("FRESHET_LAKE_URL", url)
+    monkeypatch.setenv("FRESHET_S3_ENDPOINT_URL", moto_server)
+    # Fail fast instead of backing off for seconds if moto misbehaves.
+    monkeypatch.setenv("FRESHET_IO_RETRY_BASE_DELAY", "0.05")
+    yield LakeHandle("s3", url)
+    S3FileSystem.clear_instance_cache()
+
+
+@pytest.fixture(params=["local", pytest.param("s3", marks=pytest.mark.s3)])
+def any_lake(request: pytest.FixtureRequest) -> LakeHandle:
+    """The same test on a local lake and on an S3 lake."""
+    return request.getfixturevalue("lake_env" if request.param == "local" else "s3_lake")
+
+
+# --------------------------------------------------------------------- data
+# Small enough to train in a couple of seconds, long enough for 28-day lags plus a
+# 28-day validation and a 28-day holdout. Tests that need the shipped default size
+# call generate_retail_sales() themselves.
+SMALL = dict(stores=3, items=4, days=300)
+
+
+@pytest.fixture(scope="session")
+def small_sales() -> pl.DataFrame:
+    return generate_retail_sales(**SMALL)
+
+
+@pytest.fixture(scope="session")
+def tiny_sales() -> pl.DataFrame:
+    """A few weeks of two series: enough for ingestion tests, too little to train on."""
+    return generate_retail_sales(stores=1, items=2, days=21, missing_rate=0.0)
+
+
+# --------------------------------------------------------------------- end-to-end
+# The real stack (`prefect server start` + a worker, marker `e2e`) is provided by
+# tests/stack.py, written separately. Its fixtures are imported here so every test
+# module can request them; nothing above depends on them.
+if (Path(__file__).parent / "stack.py").exists():
+    from stack import *  # noqa: E402,F403
