@@ -256,19 +256,22 @@ def cmd_demo(args: argparse.Namespace) -> int:
     print(f"event       {events.DATA_LANDED} {expected} ({len(uris)} file(s))")
     print(f"train run   {run.name} created by {run.created_by.type if run.created_by else '?'} '{creator}', "
           f"{run.state.name}, params dataset={run.parameters.get('dataset')} uris={len(run.parameters.get('uris') or [])}")
+    promoted_here = False
     for m in models:
         s = m["metrics"]
-        lag = next((m2 for m2 in [None]), None)
+        promoted_here |= bool(champ and champ["version"] == m["version"])
         print(f"model       {m['version']} on {len(m['lineage'])} file(s), data up to {m['data_watermark']}")
         print(f"holdout     WAPE {s['model']['wape']:.3f} vs seasonal-naive {s['baseline']['wape']:.3f}"
               + (f" vs champion {s['champion']['wape']:.3f}" if s["champion"] else "")
               + f" -> {'PROMOTED' if m['decision']['promote'] else 'not promoted'} ({m['decision']['reason']})")
-    if champ:
-        landed = min(e["landed_at"] for e in champ["lineage"] if e["content_hash"] in champ["new_files"]) if champ["new_files"] else None
-        promoted_at = json.loads(lake.read_bytes(lake.champion_path(DEMO_DATASET)))["promoted_at"]
+    if champ and promoted_here:
+        landed = [e["landed_at"] for e in champ["lineage"] if e["content_hash"] in champ["new_files"]]
+        promoted_at = lake.read_json(lake.champion_path(DEMO_DATASET))["promoted_at"]
         if landed:
-            lag = (datetime.fromisoformat(promoted_at) - datetime.fromisoformat(landed)).total_seconds()
+            lag = (datetime.fromisoformat(promoted_at) - datetime.fromisoformat(min(landed))).total_seconds()
             print(f"freshness   {lag:.1f} s from landing to promotion of champion {champ['version']}")
+    elif champ:
+        print(f"champion    unchanged: {champ['version']} (data to {champ['data_watermark']})")
     print(f"UI          {ui}/runs/flow-run/{run.id}   (deployments: {ui}/deployments, automations: {ui}/automations)")
     print(f"done in {time.monotonic() - started:.1f} s. `freshet status` shows the datasets; `freshet down` stops the stack.")
     return 0
