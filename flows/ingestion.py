@@ -118,6 +118,24 @@ def read_manifest(lake: Lake, dataset: str) -> list[dict[str, Any]]:
     return sorted(entries, key=lambda e: (e["admitted_at"], e["content_hash"]))
 
 
+def read_quarantine(lake: Lake, dataset: str) -> list[dict[str, Any]]:
+    """Reason records of every quarantined file of a dataset."""
+    dirs = lake.list(lake.path("quarantine", dataset))
+    paths = [f"{d}/reason.json" for d in dirs]
+    return lake.read_json_many([p for p in paths if lake.exists(p)])
+
+
+def unknown_landing_files(lake: Lake, dataset: str, manifest: list[dict[str, Any]]) -> list[str]:
+    """Landing files of a dataset that are neither admitted nor quarantined under their name.
+
+    The safety net for announcements that never arrived (lost or throttled events):
+    ``train`` and ``watchdog`` admit these through the usual validation.
+    """
+    known = {e["uri"] for e in manifest} | {q["file"] for q in read_quarantine(lake, dataset)}
+    candidates = [lake.uri(p) for p in lake.list(lake.landing_dir(dataset)) if p.lower().endswith(tuple(FORMATS))]
+    return [u for u in candidates if u not in known]
+
+
 def inspect_file(lake: Lake, contract: Contract, uri: str, *, now: datetime, future_tolerance_hours: float, on_bad_rows: str, publish: bool) -> Admission:
     """Validate one landing file; with ``publish`` write curated, quarantine and manifest objects."""
     path = landing_path(lake, uri)

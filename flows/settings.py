@@ -75,13 +75,21 @@ class Settings(BaseSettings):
         "(0.01 = 1% better).",
     )
     debounce_quiet_seconds: float = Field(
-        0.0,
+        3.0,
         ge=0,
-        description="Before training, wait until no new file has landed for this long "
-        "(0 disables the debounce).",
+        description="An event-triggered run waits until no new file has landed for this "
+        "long before training, so a burst is trained once (0: no quiet period).",
     )
     debounce_max_wait_seconds: float = Field(
-        60.0, ge=0, description="Upper bound on the debounce wait."
+        60.0, ge=0, description="Upper bound on that wait: training starts by then whatever keeps landing."
+    )
+    trigger_throttle_seconds: float = Field(
+        10.0,
+        ge=0,
+        description="The `within` of the train trigger in deployments/prefect.yaml: events for a "
+        "dataset within this long of the one that fired are dropped by Prefect, so an "
+        "event-triggered run takes its first look at the manifest no earlier than this after "
+        "its event. Keep both equal (a test checks).",
     )
     max_train_rounds_per_run: int = Field(
         3,

@@ -182,11 +182,12 @@ class Stack:
         if self.running():
             out(f"server already running on {self.api_url()} (pid {state['server']['pid']})")
         else:
-            port = self.settings.stack_port or free_port()
+            # a restart keeps the port, so running workers and clients find the server again
+            port = state.get("port") or self.settings.stack_port or free_port()
             if port_in_use(port):
                 port = free_port()
                 out(f"port {self.settings.stack_port} is busy; using {port}")
-            state = {"port": port}
+            state = {**{k: v for k, v in state.items() if k == "worker"}, "port": port}
             self.save(state)
             env = self.client_env(SERVER_ENV)
             env.pop("PREFECT_API_URL")

@@ -27,7 +27,7 @@ from freshet import events, registry
 from freshet import features as F
 from freshet import model as M
 from freshet.contracts import Contract, load_contract
-from freshet.ingestion import UriRejected, admit_file, landing_path, load_curated, read_manifest
+from freshet.ingestion import UriRejected, admit_file, landing_path, load_curated, read_manifest, unknown_landing_files
 from freshet.lake import Lake
 from freshet.locks import dataset_lock
 from freshet.settings import Settings, get_settings
@@ -48,27 +48,40 @@ def admit_pending(contract: Contract, uris: list[str], settings: Settings) -> li
     return problems
 
 
-@task(name="snapshot-manifest")
-def snapshot(dataset: str, settings: Settings) -> list[dict[str, Any]]:
-    return read_manifest(Lake.from_settings(settings), dataset)
+@task(name="gather-manifest")
+def gather(contract: Contract, settings: Settings, triggered: bool) -> list[dict[str, Any]]:
+    """The manifest to train on, after admitting unannounced landing files and letting a burst settle.
 
-
-def debounce(dataset: str, settings: Settings) -> list[dict[str, Any]]:
-    """Wait until no file has been admitted for the quiet period (bounded by the max wait)."""
+    An event-triggered run looks no earlier than ``trigger_throttle_seconds`` after its
+    event (events Prefect dropped meanwhile have landed by then), and then waits for
+    ``debounce_quiet_seconds`` without a new file, at most ``debounce_max_wait_seconds``.
+    """
     log = get_run_logger()
-    entries = snapshot(dataset, settings)
-    quiet, deadline = settings.debounce_quiet_seconds, time.monotonic() + settings.debounce_max_wait_seconds
-    if quiet <= 0:
-        return entries
-    seen = len(entries)
-    last_change = time.monotonic()
-    while time.monotonic() - last_change < quiet and time.monotonic() < deadline:
-        time.sleep(min(1.0, quiet))
-        entries = snapshot.fn(dataset, settings)
+    lake = Lake.from_settings(settings)
+    start = time.monotonic()
+    not_before = start
+    if triggered:
+        scheduled = flow_run.get_scheduled_start_time()
+        since_event = (datetime.now(timezone.utc) - scheduled).total_seconds() if scheduled else 0.0
+        not_before = start + max(0.0, settings.trigger_throttle_seconds - since_event)
+    deadline = start + settings.debounce_max_wait_seconds
+    quiet = settings.debounce_quiet_seconds if triggered else 0.0
+    seen, last_change = -1, start
+    while True:
+        entries = read_manifest(lake, contract.name)
+        unknown = unknown_landing_files(lake, contract.name, entries)
+        if unknown:
+            log.info("admitting %d landing file(s) nobody announced", len(unknown))
+            admit_pending.fn(contract, unknown, settings)
+            entries = read_manifest(lake, contract.name)
+        now = time.monotonic()
         if len(entries) != seen:
-            log.info("debounce: %d new file(s) landed, waiting for %.0f s of quiet", len(entries) - seen, quiet)
-            seen, last_change = len(entries), time.monotonic()
-    return entries
+            if seen >= 0:
+                log.info("debounce: %d new file(s) landed; waiting for %.0f s of quiet", len(entries) - seen, quiet)
+            seen, last_change = len(entries), now
+        if (now >= not_before and now - last_change >= quiet) or now >= deadline:
+            return entries
+        time.sleep(0.5)
 
 
 @task(name="load-curated")
@@ -301,7 +314,7 @@ def train(dataset: str = "retail_sales", uris: list[str] | None = None, event_id
     with dataset_lock(dataset):
         outcomes = []
         for _ in range(settings.max_train_rounds_per_run):
-            entries = debounce(dataset, settings)
+            entries = gather(contract, settings, triggered=bool(event_id) and not outcomes)
             if not entries:
                 print(f"train {dataset}: the manifest is empty; land and ingest data first")
                 return {"dataset": dataset, "status": "no-data"}

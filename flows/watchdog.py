@@ -2,8 +2,9 @@
 
 Scheduled (every 15 minutes in ``deployments/prefect.yaml``), it starts the
 ``train`` deployment for every dataset whose manifest holds files that no
-registered model was trained on, so a lost ``data.landed`` delays a model but
-never strands data. Started by a dataset's staleness automation
+registered model was trained on, or whose landing folder holds files never
+ingested (``train`` admits them through validation first), so a lost
+``data.landed`` delays a model but never strands data. Started by a dataset's staleness automation
 (``reason="stale"``), it also logs the alarm and emits ``freshet.dataset.stale``.
 """
 
@@ -17,7 +18,7 @@ from prefect.deployments import run_deployment
 
 from freshet import events, registry
 from freshet.contracts import list_datasets, load_contract
-from freshet.ingestion import read_manifest
+from freshet.ingestion import read_manifest, unknown_landing_files
 from freshet.lake import Lake
 from freshet.settings import get_settings
 
@@ -45,8 +46,10 @@ def watchdog(dataset: str | None = None, reason: str = "schedule") -> dict:
         contract = load_contract(name, settings.contracts_dir)
         entries = read_manifest(lake, name)
         missing = uncovered(entries, registry.list_models(lake, name))
+        unannounced = unknown_landing_files(lake, name, entries)
         last_landing = max((e["landed_at"] for e in entries), default=None)
-        item: dict[str, Any] = {"files": len(entries), "uncovered": len(missing), "last_landing": last_landing}
+        item: dict[str, Any] = {"files": len(entries), "uncovered": len(missing), "unannounced": len(unannounced),
+                                "last_landing": last_landing}
         if reason == "stale":
             log.warning(
                 "STALE: no data.landed for %s within %.0f h (last landing %s). Check the ingestion job.",
@@ -58,11 +61,12 @@ def watchdog(dataset: str | None = None, reason: str = "schedule") -> dict:
                 events.emit(events.build_event(events.DATASET_STALE, name, payload, [payload["at"]]))
             except events.EmitError as exc:
                 log.error("%s", exc)
-        if missing:
+        if missing or unannounced:
             run = run_deployment(settings.train_deployment, parameters={"dataset": name}, timeout=0,
                                  tags=["freshet", "watchdog"])
             item["train_run"] = str(run.id)
-            print(f"watchdog {name}: {len(missing)} file(s) no model has seen; started train run {run.name} ({run.id})")
+            print(f"watchdog {name}: {len(missing)} admitted file(s) no model has seen, {len(unannounced)} landing "
+                  f"file(s) never ingested; started train run {run.name} ({run.id})")
         else:
             print(f"watchdog {name}: every one of {len(entries)} file(s) is covered by a model")
         report[name] = item

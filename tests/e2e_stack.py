@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from freshet.settings import Settings
+from freshet.settings import BUNDLED_CONTRACTS, Settings
 from freshet.stack import Stack
 
 REPO = Path(__file__).resolve().parent.parent
@@ -31,6 +31,7 @@ class E2E:
     api_url: str
     lake: Path
     env: dict[str, str]
+    contracts: Path
 
     def prefect(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
         """Run the ``prefect`` CLI against this stack, as a user's shell would."""
@@ -59,21 +60,42 @@ def poll(what: str, fn: Callable[[], Any], timeout: float, every: float = 0.5) -
         time.sleep(every)
 
 
+# The whole e2e session runs with Prefect's basic auth on, so every step (deploy,
+# worker, automations, CLI, REST) is proven to work with it.
+AUTH = "freshet:e2e-not-a-real-password"
+EXTRA_DATASETS = ("burst_a", "burst_b", "crash_c")
+
+
+def write_contract(folder: Path, name: str, **overrides: Any) -> Path:
+    """A copy of the shipped retail_sales contract under another dataset name."""
+    text = (BUNDLED_CONTRACTS / "retail_sales.toml").read_text().replace('name = "retail_sales"', f'name = "{name}"')
+    for key, value in overrides.items():
+        text = "\n".join(f"{key} = {value}" if line.startswith(f"{key} =") else line for line in text.splitlines())
+    path = folder / f"{name}.toml"
+    path.write_text(text)
+    return path
+
+
 @pytest.fixture(scope="session")
 def e2e(tmp_path_factory: pytest.TempPathFactory) -> Iterator[E2E]:
     base = tmp_path_factory.mktemp("e2e")
-    settings = Settings(
-        lake_url=str(base / "lake"),
-        stack_dir=base / "stack",
-        stack_port=0,
-    )
+    contracts = base / "contracts"
+    contracts.mkdir()
+    for name in ("retail_sales", *EXTRA_DATASETS):
+        write_contract(contracts, name)
+    settings = Settings(lake_url=str(base / "lake"), stack_dir=base / "stack", stack_port=0, contracts_dir=contracts)
     stack = Stack(settings)
-    saved = {k: os.environ.get(k) for k in ("FRESHET_LAKE_URL",)}
-    os.environ["FRESHET_LAKE_URL"] = settings.lake_url  # flows started by deploy import settings too
+    overrides = {
+        "FRESHET_LAKE_URL": settings.lake_url,  # deploy imports the flows, which read settings
+        "FRESHET_CONTRACTS_DIR": str(contracts),
+        "PREFECT_SERVER_API_AUTH_STRING": AUTH,
+        "PREFECT_API_AUTH_STRING": AUTH,
+    }
+    saved = {k: os.environ.get(k) for k in overrides}
+    os.environ.update(overrides)
     try:
         api = stack.up(out=lambda line: print(f"[e2e] {line}"))
-        env = stack.client_env()
-        yield E2E(stack=stack, api_url=api, lake=base / "lake", env=env)
+        yield E2E(stack=stack, api_url=api, lake=base / "lake", env=stack.client_env(), contracts=contracts)
     finally:
         stack.down(out=lambda line: print(f"[e2e] {line}"))
         for k, v in saved.items():
@@ -87,8 +109,8 @@ def e2e(tmp_path_factory: pytest.TempPathFactory) -> Iterator[E2E]:
 def e2e_client(e2e: E2E):
     """A sync Prefect client bound to the e2e server, and freshet settings pointing at its lake."""
     from prefect.client.orchestration import get_client
-    from prefect.settings import PREFECT_API_URL, temporary_settings
+    from prefect.settings import PREFECT_API_AUTH_STRING, PREFECT_API_URL, temporary_settings
 
-    with temporary_settings({PREFECT_API_URL: e2e.api_url}):
+    with temporary_settings({PREFECT_API_URL: e2e.api_url, PREFECT_API_AUTH_STRING: AUTH}):
         with get_client(sync_client=True) as client:
             yield client

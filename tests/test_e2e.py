@@ -127,3 +127,16 @@ def test_deploying_twice_leaves_one_automation_of_each(e2e: E2E, e2e_client):
     assert before.count(f"freshet-stale-{DATASET}") == 1
     deploy(e2e.env, REPO, e2e.stack.dir)
     assert names() == before
+
+
+def test_the_stack_enforces_basic_auth(e2e: E2E):
+    import urllib.error
+    import urllib.request
+
+    request = urllib.request.Request(f"{e2e.api_url}/flows/filter", data=b"{}", method="POST",
+                                     headers={"Content-Type": "application/json"})
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(request, timeout=10)
+    assert refused.value.code == 401
+    # the same call with the credentials the deployments and the worker use
+    assert e2e.prefect("flow", "ls").returncode == 0
