@@ -15,14 +15,20 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
+import numpy as np
 import polars as pl
 
 from freshet.contracts import Contract
 from freshet.lake import Lake
 from freshet.validation import (
+    ROW,
     VIOLATION,
     check_header,
+    duplicate_label,
+    duplicate_rows,
     invalid_rows,
+    key_hashes,
+    mark_rows,
     summarize_violations,
     typed_with_violations,
     valid_rows,
@@ -108,6 +114,32 @@ def _scan_as_strings(local: str) -> pl.LazyFrame:
     return lf.with_columns(pl.all().cast(pl.String))
 
 
+CHUNK_ROWS = 500_000
+
+
+def _check_in_chunks(lf: pl.LazyFrame, contract: Contract, now: datetime, future_tolerance_hours: float,
+                     work: str) -> tuple[list[str], "np.ndarray"]:
+    """Validate a file chunk by chunk into local parquet parts (memory bounded by the chunk).
+
+    Duplicate keys across chunks are found afterwards from 8-byte key hashes.
+    """
+    parts, hashes, rows = [], [], []
+    batches = lf.with_row_index(ROW).collect_batches(chunk_size=CHUNK_ROWS, maintain_order=True)
+    for i, batch in enumerate(batches):
+        if batch.height == 0:
+            continue
+        checked = typed_with_violations(batch.lazy(), contract, now, future_tolerance_hours, check_duplicates=False).collect()
+        h, r = key_hashes(checked, contract)
+        hashes.append(h)
+        rows.append(r)
+        part = os.path.join(work, f"checked-{i:05d}.parquet")
+        checked.write_parquet(part)
+        parts.append(part)
+    if not parts:
+        return [], np.empty(0, dtype=np.int64)
+    return parts, duplicate_rows(np.concatenate(hashes), np.concatenate(rows))
+
+
 def _file_problem(column: str, rule: str, detail: str) -> dict[str, Any]:
     return {"column": column, "rule": rule, "rows": 0, "detail": detail, "examples": []}
 
@@ -168,9 +200,12 @@ def inspect_file(lake: Lake, contract: Contract, uri: str, *, now: datetime, fut
         if problems:
             return reject([_file_problem(p.column, p.rule, p.detail) for p in problems])
 
-        checked = typed_with_violations(lf, contract, now, future_tolerance_hours)
         good_local, bad_local = os.path.join(work, "good.parquet"), os.path.join(work, "bad.parquet")
         try:
+            parts, duplicates = _check_in_chunks(lf, contract, now, future_tolerance_hours, work)
+            if not parts:
+                return reject([_file_problem("*", "empty_file", "the file has a header but no rows")])
+            checked = mark_rows(pl.scan_parquet(parts), duplicates, f"{duplicate_label(contract)}:duplicate_key")
             valid_rows(checked, contract).sink_parquet(good_local)
             invalid_rows(checked, contract).sink_parquet(bad_local)
         except Exception as exc:  # noqa: BLE001 - malformed CSV, bad UTF-8, ragged rows...

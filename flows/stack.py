@@ -81,14 +81,15 @@ def alive(proc: dict) -> bool:
     return started == proc.get("start_time")
 
 
-def auth_headers() -> dict[str, str]:
-    auth = os.environ.get("PREFECT_API_AUTH_STRING")
+def auth_headers(auth: str | None = None) -> dict[str, str]:
+    auth = auth or os.environ.get("PREFECT_API_AUTH_STRING")
     return {"Authorization": "Basic " + b64encode(auth.encode()).decode()} if auth else {}
 
 
-def healthy(api_url: str, timeout: float = 2.0) -> bool:
+def healthy(api_url: str, timeout: float = 2.0, auth: str | None = None) -> bool:
+    """Prefect's health endpoint answers without credentials; sending them does no harm."""
     try:
-        req = urllib.request.Request(f"{api_url}/health", headers=auth_headers())
+        req = urllib.request.Request(f"{api_url}/health", headers=auth_headers(auth))
         with urllib.request.urlopen(req, timeout=timeout) as resp:
             return resp.status == 200 and resp.read().strip() == b"true"
     except OSError:
@@ -115,6 +116,7 @@ class Stack:
     """The local stack's files and processes."""
 
     settings: Settings
+    extra_env: dict[str, str] | None = None  # e.g. basic-auth strings for a stack started by tests
 
     @property
     def dir(self) -> Path:
@@ -153,6 +155,7 @@ class Stack:
         env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
         keep = ("PREFECT_API_AUTH_STRING", "PREFECT_SERVER_API_AUTH_STRING", "PREFECT_LOGGING_LEVEL")
         env.update({k: os.environ[k] for k in keep if k in os.environ})
+        env.update(self.extra_env or {})
         env.update({
             "PREFECT_HOME": str(self.home),
             "PREFECT_API_URL": self.api_url() or "",
@@ -195,7 +198,7 @@ class Stack:
             state["server"] = self._spawn("server", [prefect, "server", "start", "--host", "127.0.0.1", "--port", str(port)],
                                           env, root)
             self.save(state)
-            wait_until("waiting for the server's health check", lambda: healthy(self.api_url()), 180,
+            wait_until("waiting for the server's health check", lambda: healthy(self.api_url(), auth=env.get("PREFECT_SERVER_API_AUTH_STRING")), 180,
                        f"See {self.dir / 'server.log'}.", out=out)
             out("server is healthy")
         env = self.client_env()
@@ -261,7 +264,8 @@ def deploy(env: dict[str, str], root: Path, logdir: Path) -> None:
 def _worker_online(env: dict[str, str]) -> bool:
     req = urllib.request.Request(
         f"{env['PREFECT_API_URL']}/work_pools/{POOL}/workers/filter",
-        data=b"{}", headers={"Content-Type": "application/json", **auth_headers()}, method="POST",
+        data=b"{}", headers={"Content-Type": "application/json", **auth_headers(env.get("PREFECT_API_AUTH_STRING"))},
+        method="POST",
     )
     try:
         with urllib.request.urlopen(req, timeout=3) as resp:

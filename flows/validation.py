@@ -11,11 +11,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+import numpy as np
 import polars as pl
 
 from freshet.contracts import Contract
 
 VIOLATION = "_violation"
+ROW = "__row"
 TRUE_STRINGS = ["true", "t", "1", "yes", "y"]
 FALSE_STRINGS = ["false", "f", "0", "no", "n"]
 
@@ -60,10 +62,16 @@ def _cast(col: str, dtype: pl.DataType) -> pl.Expr:
     return raw.cast(dtype, strict=False).alias(col)
 
 
-def typed_with_violations(lf: pl.LazyFrame, contract: Contract, now: datetime, future_tolerance_hours: float) -> pl.LazyFrame:
-    """Cast string columns to the contract's dtypes and label every rule a row breaks."""
+def typed_with_violations(lf: pl.LazyFrame, contract: Contract, now: datetime, future_tolerance_hours: float,
+                          check_duplicates: bool = True) -> pl.LazyFrame:
+    """Cast string columns to the contract's dtypes and label every rule a row breaks.
+
+    ``check_duplicates=False`` leaves the ``duplicate_key`` rule to the caller (chunked
+    ingestion finds duplicates across chunks with ``duplicate_rows``). A ``__row`` column,
+    if present, is carried through.
+    """
     cols = list(contract.columns)
-    raw = lf.select(cols)
+    raw = lf.select(cols + [c for c in (ROW,) if c in lf.collect_schema().names()])
     checks: list[tuple[str, str, pl.Expr]] = []
     typed_exprs = []
     for col, dtype in contract.columns.items():
@@ -89,11 +97,47 @@ def typed_with_violations(lf: pl.LazyFrame, contract: Contract, now: datetime, f
     else:
         checks.append((contract.time_column, "future", time_col > pl.lit(limit)))
     key = [contract.time_column, *contract.series_keys]
-    checks.append(("+".join(key), "duplicate_key", pl.int_range(pl.len()).over(key) > 0))
+    if check_duplicates:
+        checks.append((duplicate_label(contract), "duplicate_key", pl.int_range(pl.len()).over(key) > 0))
 
     labels = [pl.when(expr.fill_null(False)).then(pl.lit(f"{col}:{rule}")) for col, rule, expr in checks]
     violation = pl.concat_str(labels, separator=";", ignore_nulls=True)
     return typed.with_columns(pl.when(violation == "").then(None).otherwise(violation).alias(VIOLATION))
+
+
+def duplicate_label(contract: Contract) -> str:
+    return "+".join([contract.time_column, *contract.series_keys])
+
+
+def key_hashes(checked: pl.DataFrame, contract: Contract) -> tuple[np.ndarray, np.ndarray]:
+    """(64-bit hash of the typed key, ``__row``) for rows whose key is complete."""
+    key = [contract.time_column, *contract.series_keys]
+    keyed = checked.filter(pl.all_horizontal(pl.col(key).is_not_null()))
+    return keyed.select(pl.struct(key).hash(seed=0)).to_series().to_numpy(), keyed[ROW].to_numpy()
+
+
+def duplicate_rows(hashes: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """Rows whose key already appeared in an earlier row (the first occurrence is kept).
+
+    Works on 8-byte hashes, not the rows, so memory grows with the row count only.
+    """
+    if hashes.size == 0:
+        return np.empty(0, dtype=np.int64)
+    order = np.lexsort((rows, hashes))
+    sorted_hashes = hashes[order]
+    repeat = np.empty(sorted_hashes.size, dtype=bool)
+    repeat[0] = False
+    repeat[1:] = sorted_hashes[1:] == sorted_hashes[:-1]
+    return np.sort(rows[order][repeat]).astype(np.int64)
+
+
+def mark_rows(checked: pl.LazyFrame, rows: np.ndarray, label: str) -> pl.LazyFrame:
+    """Add ``label`` to the violation of the given ``__row`` numbers."""
+    if rows.size == 0:
+        return checked
+    hit = pl.col(ROW).is_in(pl.Series(rows, dtype=pl.UInt32 if rows.max() < 2**32 else pl.UInt64).implode())
+    merged = pl.concat_str([pl.col(VIOLATION), pl.lit(label)], separator=";", ignore_nulls=True)
+    return checked.with_columns(pl.when(hit).then(merged).otherwise(pl.col(VIOLATION)).alias(VIOLATION))
 
 
 def _hours(h: float) -> timedelta:

@@ -84,25 +84,13 @@ def e2e(tmp_path_factory: pytest.TempPathFactory) -> Iterator[E2E]:
     for name in ("retail_sales", *EXTRA_DATASETS):
         write_contract(contracts, name)
     settings = Settings(lake_url=str(base / "lake"), stack_dir=base / "stack", stack_port=0, contracts_dir=contracts)
-    stack = Stack(settings)
-    overrides = {
-        "FRESHET_LAKE_URL": settings.lake_url,  # deploy imports the flows, which read settings
-        "FRESHET_CONTRACTS_DIR": str(contracts),
-        "PREFECT_SERVER_API_AUTH_STRING": AUTH,
-        "PREFECT_API_AUTH_STRING": AUTH,
-    }
-    saved = {k: os.environ.get(k) for k in overrides}
-    os.environ.update(overrides)
+    # credentials go to the stack's processes only, never into this test process's environment
+    stack = Stack(settings, extra_env={"PREFECT_SERVER_API_AUTH_STRING": AUTH, "PREFECT_API_AUTH_STRING": AUTH})
     try:
         api = stack.up(out=lambda line: print(f"[e2e] {line}"))
         yield E2E(stack=stack, api_url=api, lake=base / "lake", env=stack.client_env(), contracts=contracts)
     finally:
         stack.down(out=lambda line: print(f"[e2e] {line}"))
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
 
 
 @pytest.fixture()
