@@ -142,6 +142,10 @@ class Lake:
         for attempt in range(self.retries + 1):
             try:
                 return fn()
+            except PermissionError as exc:
+                raise StorageError(_scrub(
+                    f"{what} failed: access denied ({exc}); check the credentials and the bucket policy", self._secrets
+                )) from None
             except PERMANENT_ERRORS:
                 raise
             except (OSError, ConnectionError, TimeoutError) as exc:
@@ -214,10 +218,16 @@ class Lake:
         if self.is_local:
             os.makedirs(os.path.dirname(path), exist_ok=True)
             hidden = os.path.join(os.path.dirname(path), f".{os.path.basename(path)}.tmp-{uuid.uuid4().hex}")
-            shutil.copyfile(local, hidden)
-            with open(hidden, "rb") as fh:
-                os.fsync(fh.fileno())
-            os.replace(hidden, path)
+            try:
+                shutil.copyfile(local, hidden)
+                with open(hidden, "rb") as fh:
+                    os.fsync(fh.fileno())
+                os.replace(hidden, path)
+            except BaseException:
+                # a failed copy (disk full, crash) must not leave a full-size orphan behind
+                if os.path.exists(hidden):
+                    os.unlink(hidden)
+                raise
         else:
             # an S3 object becomes visible only when its (multipart) upload completes
             self.call(f"write {path}", lambda: self.fs.put_file(local, path))
