@@ -32,6 +32,17 @@ down: $(STAMP)
 status: $(STAMP)
 	$(BIN)/freshet status
 
+BENCH_STAMP := $(VENV)/.bench-installed
+$(BENCH_STAMP): pyproject.toml | $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
+	touch $(BENCH_STAMP)
+
+bench: $(STAMP) $(BENCH_STAMP)   ## every benchmark on the local stack: table + benchmarks/results/latest.json (ARGS=--quick: smoke run)
+	$(BIN)/python benchmarks/run.py $(ARGS)
+
+policies: $(STAMP)        ## compare retraining policies on a replayed trace: table, .freshet/policies/{report.json,chart.png}
+	$(BIN)/freshet policies
+
 clean:
 	-$(BIN)/freshet down
 	rm -rf $(VENV) .freshet

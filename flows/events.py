@@ -96,18 +96,16 @@ def emit(event, timeout: float = 20.0) -> None:
     Unlike ``prefect.events.emit_event`` (fire-and-forget, drops the event after
     retries), this tells the caller whether the announcement reached Prefect.
     """
+    from prefect.client.orchestration import get_client
     from prefect.events.clients import get_events_client
+    from prefect.events.related import related_resources_from_run_context
     from prefect.utilities.asyncutils import run_coro_as_sync
 
-    try:
-        from prefect.events.related import related_resources_from_run_context
-
-        if not event.related:
-            event.related = run_coro_as_sync(related_resources_from_run_context())
-    except Exception:  # outside a run there is no context to relate to; not an error
-        pass
-
     async def _send() -> None:
+        if not event.related:
+            # link the event to the flow run, flow and deployment emitting it (outside a run: none)
+            async with get_client() as api:
+                event.related = await related_resources_from_run_context(api)
         async with get_events_client(reconnection_attempts=2, checkpoint_every=1) as client:
             await client.emit(event)
 

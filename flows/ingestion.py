@@ -150,6 +150,11 @@ def read_manifest(lake: Lake, dataset: str) -> list[dict[str, Any]]:
     return sorted(entries, key=lambda e: (e["admitted_at"], e["content_hash"]))
 
 
+def alias_path(lake: Lake, dataset: str, uri: str) -> str:
+    """Where a second name for already-admitted content is recorded."""
+    return lake.path("manifest", dataset, "aliases", hashlib.sha256(uri.encode()).hexdigest()[:32] + ".json")
+
+
 def read_quarantine(lake: Lake, dataset: str) -> list[dict[str, Any]]:
     """Reason records of every quarantined file of a dataset."""
     dirs = lake.list(lake.path("quarantine", dataset))
@@ -163,7 +168,8 @@ def unknown_landing_files(lake: Lake, dataset: str, manifest: list[dict[str, Any
     The safety net for announcements that never arrived (lost or throttled events):
     ``train`` and ``watchdog`` admit these through the usual validation.
     """
-    known = {e["uri"] for e in manifest} | {q["file"] for q in read_quarantine(lake, dataset)}
+    aliases = lake.read_json_many(lake.list(lake.path("manifest", dataset, "aliases"), suffix=".json"))
+    known = {e["uri"] for e in manifest} | {q["file"] for q in read_quarantine(lake, dataset)} | {a["uri"] for a in aliases}
     candidates = [lake.uri(p) for p in lake.list(lake.landing_dir(dataset)) if p.lower().endswith(tuple(FORMATS))]
     return [u for u in candidates if u not in known]
 
@@ -176,6 +182,8 @@ def inspect_file(lake: Lake, contract: Contract, uri: str, *, now: datetime, fut
         local, sha, size, landed_at = stage(lake, path, work)
         manifest_path = lake.manifest_path(dataset, sha)
         if lake.exists(manifest_path):
+            if publish:  # remember this name, so landing sweeps need not read the file again
+                lake.write_json(alias_path(lake, dataset, uri), {"uri": uri, "content_hash": sha})
             return Admission(uri, "duplicate", entry=lake.read_json(manifest_path), content_hash=sha)
         qdir = lake.quarantine_dir(dataset, sha)
 

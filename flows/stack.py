@@ -28,7 +28,9 @@ from freshet.settings import Settings
 POOL = "freshet"
 # Low pickup latency: the worker asks for runs every second (Prefect's default is 10 s)
 # and may start runs scheduled up to 5 s ahead.
-WORKER_ENV = {"PREFECT_WORKER_QUERY_SECONDS": "1", "PREFECT_WORKER_PREFETCH_SECONDS": "5"}
+# OMP_WAIT_POLICY=PASSIVE: XGBoost's idle OpenMP threads sleep instead of spinning, which
+# otherwise slows a fit many times over when several runs share 2 cores.
+WORKER_ENV = {"PREFECT_WORKER_QUERY_SECONDS": "1", "PREFECT_WORKER_PREFETCH_SECONDS": "5", "OMP_WAIT_POLICY": "PASSIVE"}
 WORKER_LIMIT = 4
 # A run held back by a deployment concurrency limit (ENQUEUE) is retried after this many
 # seconds (Prefect's default is 30).

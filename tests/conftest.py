@@ -3,7 +3,7 @@
 Layers (see STYLE.md): pure-function tests need none of these; flow tests ask for
 ``prefect_api`` (one temporary Prefect server for the whole session) and a lake
 (``lake_env`` for a local folder, ``s3_lake`` for moto, or ``any_lake`` for both);
-end-to-end fixtures live in ``tests/stack.py`` (see the bottom of this file).
+end-to-end fixtures live in ``tests/e2e_stack.py`` (imported at the bottom of this file).
 
 Every test starts with no ``FRESHET_*`` variable set, so a developer's own
 settings never leak into a run.
@@ -15,13 +15,20 @@ import io
 import os
 import socket
 import time
+import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-# Before anything imports prefect: no telemetry from the temporary servers.
+# Before anything imports prefect: no telemetry from the temporary servers, and the
+# test server writes received events every half second (default 5 s) so tests that
+# read events back wait less.
 os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
+os.environ.setdefault("PREFECT_SERVER_SERVICES_EVENT_PERSISTER_FLUSH_INTERVAL", "0.5")
+# XGBoost's OpenMP threads spin while waiting; on a busy 2-core machine (the test
+# server and moto share it) that makes a fit 10-25x slower. Passive waiting avoids it.
+os.environ.setdefault("OMP_WAIT_POLICY", "passive")
 
 import polars as pl
 import pytest
@@ -64,8 +71,10 @@ def wait_for(what: str, probe: Callable[[], T | None], timeout: float = 20.0, ev
 
 # --------------------------------------------------------------------- isolation
 @pytest.fixture(autouse=True)
-def _clean_freshet_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    """No FRESHET_* setting from the developer's shell reaches a test."""
+def _clean_freshet_env(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """No FRESHET_* setting from the developer's shell reaches a test (e2e tests configure their own)."""
+    if request.node.get_closest_marker("e2e"):
+        return
     for name in list(os.environ):
         if name.startswith("FRESHET_"):
             monkeypatch.delenv(name)
@@ -193,18 +202,48 @@ SMALL = dict(stores=3, items=4, days=300)
 
 @pytest.fixture(scope="session")
 def small_sales() -> pl.DataFrame:
+    """Training-sized data shared by the session (same content, hence same event ids, everywhere)."""
     return generate_retail_sales(**SMALL)
 
 
-@pytest.fixture(scope="session")
-def tiny_sales() -> pl.DataFrame:
-    """A few weeks of two series: enough for ingestion tests, too little to train on."""
-    return generate_retail_sales(stores=1, items=2, days=21, missing_rate=0.0)
+def seed_for(request: pytest.FixtureRequest) -> int:
+    """A seed unique to the running test (and its parameters).
+
+    Event ids are deterministic in the content of the files they announce, and the
+    session shares one Prefect server: tests that read events back land unique
+    content so they only ever find their own.
+    """
+    return zlib.crc32(request.node.nodeid.encode())
+
+
+@pytest.fixture
+def tiny_sales(request: pytest.FixtureRequest) -> pl.DataFrame:
+    """Three weeks of two series, unique to the test: enough to ingest, too little to train on."""
+    return generate_retail_sales(seed=seed_for(request), stores=1, items=2, days=21, missing_rate=0.0)
+
+
+# --------------------------------------------------------------------- reading back from Prefect
+def flow_run_id(state: Any) -> str:
+    return str(state.state_details.flow_run_id)
+
+
+def run_events(run_id: str, name: str, count: int = 1, timeout: float = 30.0) -> list[Any]:
+    """Events called ``name`` emitted by one flow run, read back from the API (polled)."""
+    from prefect.client.orchestration import get_client
+    from prefect.events.filters import EventFilter, EventNameFilter, EventRelatedFilter
+
+    flt = EventFilter(event=EventNameFilter(name=[name]), related=EventRelatedFilter(id=[f"prefect.flow-run.{run_id}"]))
+
+    def probe() -> list[Any] | None:
+        with get_client(sync_client=True) as client:
+            found = client.read_events(flt, limit=50).events  # the server caps a page at 50
+        return found if len(found) >= count else None
+
+    return wait_for(f"{count} {name} event(s) of flow run {run_id}", probe, timeout)
 
 
 # --------------------------------------------------------------------- end-to-end
-# The real stack (`prefect server start` + a worker, marker `e2e`) is provided by
-# tests/stack.py, written separately. Its fixtures are imported here so every test
-# module can request them; nothing above depends on them.
-if (Path(__file__).parent / "stack.py").exists():
-    from stack import *  # noqa: E402,F403
+# The real stack (`prefect server start` + deployments + a worker, marker `e2e`) lives
+# in tests/e2e_stack.py; its fixtures are imported here so test modules can request
+# them. Nothing above depends on them, and the flow tests above never start it.
+from e2e_stack import e2e, e2e_client  # noqa: E402,F401

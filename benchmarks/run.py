@@ -1,0 +1,250 @@
+"""Run freshet's benchmarks on the local stack, print a table, write JSON (and the table as markdown).
+
+    .venv/bin/python benchmarks/run.py                 # everything (about 30-40 minutes on 2 cores)
+    .venv/bin/python benchmarks/run.py --quick         # smaller sizes, fewer repeats (a smoke run, ~5-8 min)
+    .venv/bin/python benchmarks/run.py --only ingestion --only training
+
+Results go to benchmarks/results/latest.json and latest.md (gitignored);
+BENCHMARKS.md holds the committed table. Benchmarks are not tests: nothing here
+asserts a timing, and ``make test`` runs none of it. Timings are medians of
+several runs; comparisons are ratios measured in the same run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+import traceback
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+
+from common import GiB, RESULTS, load_average, machine, say, uptime_line  # noqa: E402
+
+NAMES = ["ingestion", "training", "scale", "trigger_latency", "freshness", "burst"]
+LIVE = {"trigger_latency", "freshness", "burst"}
+
+
+def _run_offline(name: str, quick: bool) -> dict[str, Any]:
+    import ingestion
+    import training
+
+    if name == "ingestion":
+        return ingestion.run(quick)
+    if name == "training":
+        return {"overhead": training.run_overhead(quick), "sweep": training.run_sweep(quick)}
+    if name == "scale":
+        return training.run_scale(quick)
+    raise KeyError(name)
+
+
+def run_all(selected: list[str], quick: bool, keep_stack: bool) -> dict[str, Any]:
+    results: dict[str, Any] = {}
+
+    def guarded(name: str, fn: Callable[[], Any]) -> None:
+        start = time.monotonic()
+        try:
+            results[name] = fn()
+        except Exception as exc:  # noqa: BLE001 - one failed benchmark must not hide the others
+            traceback.print_exc()
+            results[name] = {"error": f"{type(exc).__name__}: {exc}"}
+        results[name]["elapsed_s"] = round(time.monotonic() - start, 1) if isinstance(results[name], dict) else None
+        say(f"{name} done in {time.monotonic() - start:.0f} s")
+
+    for name in [n for n in selected if n not in LIVE]:
+        guarded(name, lambda name=name: _run_offline(name, quick))
+    live_names = [n for n in selected if n in LIVE]
+    if live_names:
+        import live
+
+        start = time.monotonic()
+        try:
+            with live.LiveStack(keep=keep_stack) as stack:
+                results["stack_startup_s"] = round(stack.startup_s, 1)
+                if "trigger_latency" in live_names:
+                    guarded("trigger_latency", lambda: live.run_latency(stack, quick))
+                if "freshness" in live_names:
+                    guarded("freshness", lambda: live.run_freshness(stack, quick))
+                if "burst" in live_names:
+                    guarded("burst", lambda: live.run_burst(stack, quick))
+                if "trigger_latency" in live_names and "error" not in results["trigger_latency"]:
+                    try:
+                        results["trigger_latency"]["prefect_default_worker"] = live.run_latency_prefect_defaults(stack, quick)
+                    except Exception as exc:  # noqa: BLE001
+                        traceback.print_exc()
+                        results["trigger_latency"]["prefect_default_worker"] = {"error": f"{type(exc).__name__}: {exc}"}
+        except Exception as exc:  # noqa: BLE001 - the stack did not start
+            traceback.print_exc()
+            for name in live_names:
+                results.setdefault(name, {"error": f"stack: {type(exc).__name__}: {exc}"})
+        say(f"live benchmarks done in {time.monotonic() - start:.0f} s")
+    return results
+
+
+# ====================================================================== the table
+def _fmt_s(x: float | None) -> str:
+    return "n/a" if x is None else (f"{x:.2f} s" if x < 10 else f"{x:.0f} s")
+
+
+def _fmt_b(x: float | None) -> str:
+    return "n/a" if x is None else (f"{x / GiB:.2f} GiB" if x >= GiB / 2 else f"{x / (1 << 20):.0f} MiB")
+
+
+def _row(bench: str, measure: str, measured: float | None, shown: str, target: float, target_shown: str,
+         upper: bool) -> dict[str, Any]:
+    ratio = None if measured is None else measured / target
+    met = None if ratio is None else (ratio <= 1 if upper else ratio >= 1)
+    return {"benchmark": bench, "measure": measure, "measured": shown, "target": target_shown,
+            "ratio": None if ratio is None else round(ratio, 2), "met": met}
+
+
+def _err(bench: str, measure: str, target: str, error: str) -> dict[str, Any]:
+    return {"benchmark": bench, "measure": measure, "measured": "failed: " + error.splitlines()[0][:90],
+            "target": target, "ratio": None, "met": None}
+
+
+def table(results: dict[str, Any]) -> list[dict[str, Any]]:
+    rows: list[dict[str, Any]] = []
+    lat = results.get("trigger_latency")
+    if lat:
+        if "error" in lat:
+            rows.append(_err("trigger latency", "emitted -> created / running", "see targets", lat["error"]))
+        else:
+            s = lat["shipped"]
+            n = s["events"]
+            rows.append(_row("trigger latency", f"event -> train run created, p50 ({n} events)", s["created_p50"],
+                             _fmt_s(s["created_p50"]), 0.5, "< 0.5 s", True))
+            rows.append(_row("trigger latency", f"event -> train run Running, p50 ({n} events)", s["running_p50"],
+                             _fmt_s(s["running_p50"]), 3.0, "< 3 s", True))
+            rows.append(_row("trigger latency", f"event -> train run Running, p95 ({n} events)", s["running_p95"],
+                             _fmt_s(s["running_p95"]), 6.0, "< 6 s", True))
+            d = lat.get("prefect_default_worker")
+            if d and "error" not in d:
+                rows.append(_row("trigger latency", f"Running p50 with Prefect's default polling ({d['events']} events)",
+                                 d["running_p50"], _fmt_s(d["running_p50"]), 3.0, "(< 3 s, for comparison)", True))
+    fr = results.get("freshness")
+    if fr:
+        if "error" in fr:
+            rows.append(_err("freshness lag", "landing -> champion", "< 60 s", fr["error"]))
+        else:
+            st = fr["stages_median"]
+            rows.append(_row("freshness lag", f"{fr['rows']:,}-row file lands -> champion promoted "
+                             f"(median of {len(fr['runs'])})", fr["lag_median_s"], _fmt_s(fr["lag_median_s"]), 60.0,
+                             "< 60 s", True))
+            rows[-1]["note"] = ", ".join(f"{k} {v:.1f}" for k, v in st.items())
+    ing = results.get("ingestion")
+    if ing:
+        if "error" in ing:
+            rows.append(_err("ingestion throughput", "CSV -> curated parquet", "see targets", ing["error"]))
+        else:
+            for case in ing["cases"]:
+                label = f"{case['rows'] / 1e6:.1f} M rows, {case['store']}"
+                f = case.get("freshet", {})
+                if "error" in f or not f:
+                    rows.append(_err("ingestion throughput", label, "see targets", f.get("error", "missing")))
+                    continue
+                rows.append(_row("ingestion throughput", f"{label}: freshet vs bare polars "
+                                 f"({f['rows_per_s'] / 1e6:.2f} M rows/s)", case.get("x_polars"),
+                                 f"{case.get('x_polars', 0):.2f}x", 0.7, ">= 0.7x", False))
+                if "x_pandas" in case:
+                    rows.append(_row("ingestion throughput", f"{label}: freshet vs pandas validation",
+                                     case["x_pandas"], f"{case['x_pandas']:.2f}x", 5.0, ">= 5x", False))
+                rows.append(_row("ingestion throughput", f"{label}: peak memory / input "
+                                 f"({_fmt_b(f['peak_above_base'])} for {_fmt_b(case['bytes'])})", f["peak_x_input"],
+                                 f"{f['peak_x_input']:.2f}x", 3.0, "< 3x", True))
+    tr = results.get("training")
+    if tr:
+        o = tr.get("overhead", tr)
+        if "error" in o:
+            rows.append(_err("training overhead", "fit vs bare", "<= 1.2x", o["error"]))
+        else:
+            rows.append(_row("training overhead", f"fit stage vs bare xgboost.train, {o['rows_train']:,} rows x "
+                             f"{o['rounds']} rounds ({o['rows_per_s']:,.0f} rows/s)", o["x_bare"],
+                             f"{o['x_bare']:.2f}x", 1.2, "<= 1.2x", True))
+            share = o["features_share_of_fit"]
+            fr_st = (results.get("freshness") or {}).get("stages_median")
+            if fr_st:
+                share = fr_st["features"] / fr_st["fit"]
+                where = "in the train flow (freshness runs)"
+            else:
+                where = f"this benchmark ({o['rounds']}-round fit)"
+            rows.append(_row("training overhead", f"feature building / fit time, {where}", share,
+                             f"{share * 100:.0f}%", 0.25, "<= 25%", True))
+    bu = results.get("burst")
+    if bu:
+        if "error" in bu:
+            rows.append(_err("burst cost", "CPU of a burst vs one training", "<= 2.2x", bu["error"]))
+        else:
+            b = bu["burst"]
+            rows.append(_row("burst cost", f"{b['events']} events in {b['emitted_in_s']:.0f} s: worker CPU vs one "
+                             f"event's ({b['worker_cpu_net_s']:.0f} vs {bu['single']['worker_cpu_net_s']:.0f} CPU s, "
+                             f"{b['trainings']} trainings)", bu["x_single"], f"{bu['x_single']:.2f}x", 2.2,
+                             "<= 2.2x", True))
+    sc = results.get("scale")
+    if sc:
+        if "error" in sc:
+            rows.append(_err("scale", "1/10/30 M rows", "fits in 24 GiB", sc["error"]))
+        else:
+            for entry in sc["sizes"]:
+                for path in ("shipped", "lean"):
+                    r = entry.get(path, {})
+                    label = f"{entry['rows'] / 1e6:.0f} M rows, {path} path: load+features+fit ({sc['rounds']} rounds)"
+                    if "error" in r:
+                        rows.append(_err("scale", label, "peak < 16 GiB", r["error"]))
+                        continue
+                    rows.append(_row("scale", label + f" {_fmt_s(r['total_s'])}", r["peak_above_base"] / GiB,
+                                     f"peak {_fmt_b(r['peak_above_base'])}", 16.0, "peak < 16 GiB", True))
+    return rows
+
+
+def render(rows: list[dict[str, Any]], markdown: bool) -> str:
+    met = {True: "yes", False: "NO", None: "-"}
+    head = ["benchmark", "measure", "measured", "target", "ratio", "met"]
+    body = [[r["benchmark"], r["measure"], r["measured"], r["target"],
+             "" if r["ratio"] is None else f"{r['ratio']:.2f}", met[r["met"]]] for r in rows]
+    if markdown:
+        lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        lines += ["| " + " | ".join(b) + " |" for b in body]
+        return "\n".join(lines)
+    widths = [max(len(str(x)) for x in col) for col in zip(head, *body)]
+    widths[1] = min(widths[1], 90)
+    fmt = lambda cells: "  ".join(str(c)[:w].ljust(w) for c, w in zip(cells, widths))  # noqa: E731
+    return "\n".join([fmt(head), fmt(["-" * w for w in widths]), *map(fmt, body)])
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="smaller sizes and fewer repeats (a smoke run)")
+    parser.add_argument("--only", action="append", choices=NAMES, help="run only this benchmark (repeatable)")
+    parser.add_argument("--out", type=Path, default=RESULTS / "latest.json", help="where to write the JSON results")
+    parser.add_argument("--keep-stack", action="store_true", help="keep the live stack's temporary folder (logs)")
+    args = parser.parse_args(argv)
+    selected = [n for n in NAMES if not args.only or n in args.only]
+    started = time.monotonic()
+    info = {"started_at": datetime.now(timezone.utc).isoformat(), "quick": args.quick, "selected": selected,
+            "machine": machine(), "uptime_before": uptime_line(), "load_before": load_average()}
+    say(f"running {', '.join(selected)}{' (quick)' if args.quick else ''}; {info['uptime_before']}")
+    results = run_all(selected, args.quick, args.keep_stack)
+    info.update({"uptime_after": uptime_line(), "load_after": load_average(),
+                 "elapsed_s": round(time.monotonic() - started, 1)})
+    rows = table(results)
+    doc = {**info, "table": rows, "results": results}
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(doc, indent=2, default=str))
+    args.out.with_suffix(".md").write_text(render(rows, markdown=True) + "\n")
+    print()
+    print(render(rows, markdown=False))
+    print(f"\nratio = measured / target (met: <= 1 for upper bounds, >= 1 for lower bounds)")
+    print(f"load before: {info['uptime_before']}\nload after:  {info['uptime_after']}")
+    print(f"{info['elapsed_s']:.0f} s; results in {args.out} and {args.out.with_suffix('.md')}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,261 @@
+"""Training overhead, XGBoost settings, and how training cost grows with data (scale).
+
+- ``overhead``: the ``train`` flow's fit stage (``freshet.model.fit``: polars -> float32
+  matrix -> QuantileDMatrix -> ``xgb.train`` with early stopping) against a bare
+  ``xgb.DMatrix`` + ``xgb.train`` on the same numpy matrix, same params, same rounds and
+  the same validation set evaluated every round. Both run in one process, alternating.
+- ``sweep``: fit time and holdout WAPE of a few settings (threads, depth, learning rate),
+  to say what each shipped default buys.
+- ``scale``: load + features + split + fit of 1, 10 and 30 M curated rows in a fresh
+  process each, with its peak memory: the shipped path and the proposed lean path
+  (``benchmarks/proposed.py``). The fit there is capped at a fixed number of rounds so
+  every size does the same boosting work per row.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import time
+from typing import Any
+
+from common import MEMORY_GUARD, ChildFailed, GiB, cached_data, median, run_child, say
+
+DATASET = "retail_sales"
+
+
+# ====================================================================== child side
+def _setup(args: dict):
+    """A throwaway lake whose one curated partition is the cached parquet file (hard link)."""
+    from freshet.contracts import load_contract
+    from freshet.lake import Lake
+    from freshet.settings import Settings
+
+    settings = Settings(lake_url=args["lake"], **args.get("settings", {}))
+    lake = Lake.from_settings(settings)
+    contract = load_contract(DATASET, settings.contracts_dir)
+    sha = "bench" + os.path.basename(args["parquet"]).split(".")[0]
+    path = lake.curated_path(DATASET, sha)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    if not os.path.exists(path):
+        try:
+            os.link(args["parquet"], path)
+        except OSError:
+            shutil.copyfile(args["parquet"], path)
+    return settings, lake, contract, [{"content_hash": sha}]
+
+
+def _prepare_shipped(args: dict, meter, marks: dict | None = None):
+    """What train_once does before fit: load, build features, split (flows/train.py)."""
+    from freshet import features as F
+    from freshet.ingestion import load_curated
+
+    settings, lake, contract, entries = _setup(args)
+    meter.base()
+    timings: dict[str, float] = {}
+    start = time.perf_counter()
+    data = load_curated(lake, entries, contract).collect()
+    timings["load"] = time.perf_counter() - start
+    if marks is not None:
+        marks["rss_after_load"] = meter.rss()
+    start = time.perf_counter()
+    feats = F.build_features(data.lazy(), contract).collect()
+    timings["features"] = time.perf_counter() - start
+    if marks is not None:
+        marks["rss_after_features"] = meter.rss()
+    start = time.perf_counter()
+    max_time = data[contract.time_column].max()
+    train, valid, holdout = F.time_split(feats.lazy(), contract, max_time, settings.holdout_periods,
+                                         settings.validation_periods)
+    train, valid, holdout = train.collect(), valid.collect(), holdout.collect()
+    timings["split"] = time.perf_counter() - start
+    return settings, contract, data, feats, train, valid, holdout, timings
+
+
+def _wape(booster, frame, features, target) -> float:
+    from freshet import model as M
+
+    return M.metrics(frame[target].to_numpy(), M.predict(booster, frame, features))["wape"]
+
+
+def job_train_overhead(args: dict, meter) -> dict:
+    import xgboost as xgb
+
+    from freshet import features as F
+    from freshet import model as M
+
+    settings, contract, data, feats, train, valid, holdout, timings = _prepare_shipped(args, meter)
+    cols, target = F.feature_columns(contract), contract.target
+    params = M.xgb_params(settings)
+    max_rounds = args.get("max_rounds") or settings.xgb_max_rounds
+    x_train, y_train = M.to_matrix(train, cols), train[target].to_numpy()
+    x_valid, y_valid = M.to_matrix(valid, cols), valid[target].to_numpy()
+    shipped, bare, rounds = [], [], None
+    for _ in range(args["repeats"]):
+        fitted = M.fit(train, valid, cols, target, params, max_rounds, settings.xgb_early_stopping_rounds)
+        shipped.append(fitted.seconds)
+        rounds = fitted.rounds
+        start = time.perf_counter()
+        dtrain = xgb.DMatrix(x_train, label=y_train, feature_names=cols)
+        dvalid = xgb.DMatrix(x_valid, label=y_valid, feature_names=cols)
+        booster = xgb.train(params, dtrain, num_boost_round=rounds, evals=[(dvalid, "valid")], verbose_eval=False)
+        bare.append(time.perf_counter() - start)
+        assert booster.num_boosted_rounds() == rounds
+    return {"rows_total": data.height, "rows_train": train.height, "features": len(cols), "rounds": rounds,
+            "max_rounds": max_rounds, "load_s": timings["load"], "features_s": timings["features"],
+            "split_s": timings["split"], "fit_s": shipped, "bare_s": bare,
+            "nthread": params.get("nthread", "all cores")}
+
+
+def job_train_sweep(args: dict, meter) -> dict:
+    """Each config: a full shipped fit (early stopping), its time, rounds and holdout WAPE."""
+    from freshet import features as F
+    from freshet import model as M
+    from freshet.settings import Settings
+
+    base, contract, data, feats, train, valid, holdout, _ = _prepare_shipped(args, meter)
+    cols = F.feature_columns(contract)
+    scored = holdout.filter(holdout[f"lag_{F.seasonal_lag(contract)}"].is_not_null())
+    out = []
+    for config in args["configs"]:
+        settings = Settings(lake_url=base.lake_url, **config)
+        fitted = M.fit(train, valid, cols, contract.target, M.xgb_params(settings), settings.xgb_max_rounds,
+                       settings.xgb_early_stopping_rounds)
+        out.append({"config": config, "fit_s": fitted.seconds, "rounds": fitted.rounds,
+                    "wape": _wape(fitted.booster, scored, cols, contract.target)})
+    return {"rows_train": train.height, "runs": out}
+
+
+def job_scale_shipped(args: dict, meter) -> dict:
+    from freshet import features as F
+    from freshet import model as M
+
+    marks: dict[str, int] = {}
+    settings, contract, data, feats, train, valid, holdout, timings = _prepare_shipped(args, meter, marks)
+    marks["rss_after_split"] = meter.rss()
+    cols = F.feature_columns(contract)
+    fitted = M.fit(train, valid, cols, contract.target, M.xgb_params(settings), args["rounds"], args["rounds"] + 1)
+    timings["fit"] = fitted.seconds
+    return {"rows": data.height, "rows_train": train.height, "rounds": fitted.rounds, "timings": timings, **marks}
+
+
+def job_scale_lean(args: dict, meter) -> dict:
+    import polars as pl
+
+    import proposed
+    from freshet import features as F
+    from freshet import model as M
+    from freshet.ingestion import load_curated
+
+    settings, lake, contract, entries = _setup(args)
+    meter.base()
+    timings: dict[str, float] = {}
+    start = time.perf_counter()
+    data = load_curated(lake, entries, contract)
+    max_time = data.select(pl.col(contract.time_column).max()).collect().item()
+    frames = proposed.lean_training_data(data, contract, settings, max_time)
+    timings["load+features+split"] = time.perf_counter() - start
+    rss_after_split = meter.rss()
+    start = time.perf_counter()
+    booster = proposed.lean_fit(frames["train"], frames["valid"], F.feature_columns(contract), contract.target,
+                                M.xgb_params(settings), args["rounds"], args["rounds"] + 1)
+    timings["fit"] = time.perf_counter() - start
+    return {"rows_train": frames["train"].height, "rounds": booster.num_boosted_rounds(), "timings": timings,
+            "rss_after_split": rss_after_split}
+
+
+def job_train_check_features(args: dict, meter) -> dict:
+    """The proposed features equal the shipped ones (on the given parquet)."""
+    import polars as pl
+
+    import proposed
+    from freshet.contracts import load_contract
+    from freshet.settings import BUNDLED_CONTRACTS
+
+    contract = load_contract(DATASET, BUNDLED_CONTRACTS)
+    frame = pl.read_parquet(args["parquet"]).sort(["store_id", "item_id", "date"])
+    start = time.perf_counter()
+    proposed.check_same_features(frame, contract)
+    return {"equal": True, "seconds": time.perf_counter() - start}
+
+
+# ====================================================================== parent side
+def _lake() -> str:
+    return tempfile.mkdtemp(prefix="freshet-bench-train-")
+
+
+def run_overhead(quick: bool) -> dict[str, Any]:
+    rows = 100_000 if quick else 1_000_000
+    data = cached_data("parquet", rows)
+    lake = _lake()
+    try:
+        repeats = 2 if quick else 3
+        max_rounds = 30 if quick else 100
+        say(f"training overhead: {data['rows']:,} rows, shipped fit vs bare xgboost.train x{repeats} "
+            f"(rounds capped at {max_rounds})")
+        r = run_child("train.overhead", {"parquet": data["path"], "lake": lake, "repeats": repeats,
+                                         "max_rounds": max_rounds}, timeout=3600)
+        fit, bare = median(r["fit_s"]), median(r["bare_s"])
+        r.update({"fit_median_s": fit, "bare_median_s": bare, "x_bare": fit / bare,
+                  "features_share_of_fit": r["features_s"] / fit,
+                  "rows_per_s": r["rows_train"] / fit, "row_rounds_per_s": r["rows_train"] * r["rounds"] / fit})
+        check = run_child("train.check_features", {"parquet": data["path"]}, timeout=1800)
+        r["proposed_features_equal"] = check["equal"]
+        return r
+    finally:
+        shutil.rmtree(lake, ignore_errors=True)
+
+
+SWEEP = [
+    {},  # shipped defaults
+    {"xgb_nthread": 1},
+    {"xgb_max_depth": 6},
+    {"xgb_learning_rate": 0.15},
+]
+
+
+def run_sweep(quick: bool) -> dict[str, Any]:
+    rows = 100_000 if quick else 1_000_000
+    data = cached_data("parquet", rows)
+    lake = _lake()
+    try:
+        configs = SWEEP[:2] if quick else SWEEP
+        say(f"xgboost settings sweep: {data['rows']:,} rows, {len(configs)} configs (one full fit each)")
+        return run_child("train.sweep", {"parquet": data["path"], "lake": lake, "configs": configs}, timeout=3600)
+    finally:
+        shutil.rmtree(lake, ignore_errors=True)
+
+
+def run_scale(quick: bool) -> dict[str, Any]:
+    sizes = [100_000, 300_000] if quick else [1_000_000, 10_000_000, 30_000_000]
+    rounds = 10
+    out: dict[str, Any] = {"rounds": rounds, "sizes": []}
+    previous: dict[str, dict] = {}
+    for rows in sizes:
+        data = cached_data("parquet", rows)
+        entry: dict[str, Any] = {"rows": data["rows"], "parquet_bytes": data["bytes"]}
+        for path in ("shipped", "lean"):
+            last = previous.get(path)
+            if last and "peak_above_base" in last:
+                projected = last["peak_above_base"] * data["rows"] / last["rows_total"]
+                if projected > MEMORY_GUARD:
+                    entry[path] = {"error": f"not run: the {last['rows_total'] / 1e6:.0f} M-row run peaked at "
+                                   f"{last['peak_above_base'] / GiB:.1f} GiB, so {data['rows'] / 1e6:.0f} M rows "
+                                   f"project to {projected / GiB:.0f} GiB, over the {MEMORY_GUARD / GiB:.0f} GiB guard",
+                                   "projected_peak": projected}
+                    continue
+            lake = _lake()
+            say(f"scale {data['rows']:,} rows: {path} path (load, features, split, fit {rounds} rounds)")
+            try:
+                r = run_child(f"scale.{path}", {"parquet": data["path"], "lake": lake, "rounds": rounds},
+                              timeout=900 if not quick else 300)
+                r["total_s"] = sum(r["timings"].values())
+                r["rows_total"] = data["rows"]
+                entry[path] = previous[path] = r
+            except ChildFailed as exc:
+                entry[path] = {"error": str(exc)}
+            finally:
+                shutil.rmtree(lake, ignore_errors=True)
+        out["sizes"].append(entry)
+    return out
