@@ -102,5 +102,8 @@ def decide(new: dict[str, float], champion: dict[str, float] | None, baseline: d
         return True, f"first model; WAPE {new['wape']:.4f} beats the baseline {baseline['wape']:.4f}"
     bar = champion["wape"] * (1 - min_improvement)
     if new["wape"] < bar:
+        if new["wape"] >= champion["wape"]:
+            return True, (f"WAPE {new['wape']:.4f} is within the tolerance of the champion {champion['wape']:.4f} "
+                          f"(bar {bar:.4f}); the fresher model wins")
         return True, f"WAPE {new['wape']:.4f} beats the champion {champion['wape']:.4f}"
     return False, f"WAPE {new['wape']:.4f} does not beat the champion {champion['wape']:.4f} (bar {bar:.4f})"

@@ -70,9 +70,11 @@ class Settings(BaseSettings):
     xgb_nthread: int = Field(0, ge=0, description="XGBoost threads; 0 uses every core.")
     min_improvement: float = Field(
         0.0,
-        ge=0,
+        ge=-0.5,
+        le=0.99,
         description="Relative WAPE improvement over the champion required to promote "
-        "(0.01 = 1% better).",
+        "(0.01 = 1% better). A negative value promotes a fresher model that is at most that "
+        "much worse (-0.01 = up to 1% worse), trading a little accuracy for freshness.",
     )
     debounce_quiet_seconds: float = Field(
         3.0,

@@ -13,13 +13,11 @@ from __future__ import annotations
 
 import io
 import os
-import socket
-import time
 import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 # Before anything imports prefect: no telemetry from the temporary servers, and the
 # test server writes received events every half second (default 5 s) so tests that
@@ -37,6 +35,7 @@ from freshet.generate import generate_retail_sales
 from freshet.ingestion import read_manifest
 from freshet.lake import Lake
 from freshet.settings import get_settings
+from freshet.stack import free_port
 
 DATASET = "retail_sales"
 BUCKET = "freshet-test"
@@ -48,25 +47,9 @@ FAKE_AWS = {
     "AWS_REGION": "us-east-1",
 }
 
-T = TypeVar("T")
 
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_for(what: str, probe: Callable[[], T | None], timeout: float = 20.0, every: float = 0.2) -> T:
-    """Poll ``probe`` until it returns something truthy; fail with ``what`` at the deadline."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = probe()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}")
-        time.sleep(every)
+# one polling helper for every layer (defined beside the end-to-end fixtures)
+from e2e_stack import poll as wait_for  # noqa: E402
 
 
 # --------------------------------------------------------------------- isolation

@@ -48,7 +48,7 @@ class E2E:
         return "\n".join(parts)
 
 
-def poll(what: str, fn: Callable[[], Any], timeout: float, every: float = 0.5) -> Any:
+def poll(what: str, fn: Callable[[], Any], timeout: float = 20.0, every: float = 0.2) -> Any:
     """Call ``fn`` until it returns something truthy; fail with ``what`` at the deadline."""
     deadline = time.monotonic() + timeout
     while True:
@@ -56,7 +56,7 @@ def poll(what: str, fn: Callable[[], Any], timeout: float, every: float = 0.5) -
         if value:
             return value
         if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+            pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}")
         time.sleep(every)
 
 
@@ -85,7 +85,12 @@ def e2e(tmp_path_factory: pytest.TempPathFactory) -> Iterator[E2E]:
         write_contract(contracts, name)
     settings = Settings(lake_url=str(base / "lake"), stack_dir=base / "stack", stack_port=0, contracts_dir=contracts)
     # credentials go to the stack's processes only, never into this test process's environment
-    stack = Stack(settings, extra_env={"PREFECT_SERVER_API_AUTH_STRING": AUTH, "PREFECT_API_AUTH_STRING": AUTH})
+    stack = Stack(settings, extra_env={
+        "PREFECT_SERVER_API_AUTH_STRING": AUTH,
+        "PREFECT_API_AUTH_STRING": AUTH,
+        # task and flow run states reach the API sooner, so tests can act on them
+        "PREFECT_SERVER_SERVICES_EVENT_PERSISTER_FLUSH_INTERVAL": "0.5",
+    })
     try:
         api = stack.up(out=lambda line: print(f"[e2e] {line}"))
         yield E2E(stack=stack, api_url=api, lake=base / "lake", env=stack.client_env(), contracts=contracts)

@@ -68,6 +68,8 @@ def w(x: float) -> dict[str, float]:
         pytest.param(0.26, 0.3, 0.5, 0.1, True, "beats the champion", id="enough-improvement"),
         pytest.param(0.55, 0.6, 0.5, 0.0, False, "baseline", id="beats-champion-not-baseline"),
         pytest.param(0.2, 0.3, 0.5, 0.99, False, "bar 0.0030", id="impossible-bar"),
+        pytest.param(0.303, 0.3, 0.5, -0.02, True, "within the tolerance", id="fresher-and-slightly-worse"),
+        pytest.param(0.31, 0.3, 0.5, -0.02, False, "bar 0.3060", id="fresher-but-too-much-worse"),
     ],
 )
 def test_decide(new, champion, baseline, min_improvement, promote, why) -> None:

@@ -14,7 +14,7 @@ import signal
 import subprocess
 import sys
 import time
-from datetime import date, datetime, timedelta, timezone
+from datetime import date, timedelta
 from pathlib import Path
 
 import polars as pl
@@ -56,10 +56,10 @@ def all_final(client, dataset: str):
     return runs if runs and all(r.state and r.state.is_final() for r in runs) else None
 
 
-def daily_batches(seed: int, history_days: int, batches: int) -> list[pl.DataFrame]:
+def daily_batches(seed: int, history_days: int, batches: int, stores: int = 3, items: int = 4) -> list[pl.DataFrame]:
     """A history file and then one file per day."""
     start = date(2024, 1, 1)
-    frame = generate_retail_sales(seed=seed, stores=3, items=4, days=history_days + batches, start=start)
+    frame = generate_retail_sales(seed=seed, stores=stores, items=items, days=history_days + batches, start=start)
     cut = start + timedelta(days=history_days)
     out = [frame.filter(pl.col("date") < cut)]
     out += [frame.filter(pl.col("date") == cut + timedelta(days=i)) for i in range(batches)]
@@ -72,7 +72,6 @@ def test_interleaved_bursts_train_each_dataset_at_most_twice_and_cover_every_fil
     for ds, seed in (("burst_a", 21), ("burst_b", 22)):
         files[ds] = [land(e2e, ds, f"{ds}-{i:02d}.csv", f) for i, f in enumerate(daily_batches(seed, 260, 49))]
     # 100 events within ~8 s: 50 per dataset, interleaved
-    burst_start = datetime.now(timezone.utc)
     for a, b in zip(files["burst_a"], files["burst_b"]):
         announce("burst_a", [a])
         announce("burst_b", [b])
@@ -89,17 +88,22 @@ def test_interleaved_bursts_train_each_dataset_at_most_twice_and_cover_every_fil
         models = registry.list_models(lake, ds)
         assert 1 <= len(models) <= 2, f"{ds}: {len(models)} trainings for one burst"
         assert champs[ds]["rows"]["total"] == sum(pl.read_csv(f).height for f in files[ds])
-    # each dataset trained on its own: before a dataset's first training started, at most
-    # one run of the other dataset had started since the burst began (no queueing behind it)
+    # each dataset trained on its own: while a dataset waited for its training (from its
+    # first run's creation to its training's start), at most one training of the other
+    # dataset finished, and no run of the other dataset created after it overtook it
     runs = {ds: train_runs(e2e_client, ds) for ds in files}
+    trainers = {ds: {m["flow_run_id"] for m in registry.list_models(lake, ds)} for ds in files}
     timeline = "\n".join(
-        f"{ds} {r.name} created {r.created} start {r.start_time} end {r.end_time} {r.state.name}"
+        f"{ds} {r.name} created {r.created} start {r.start_time} end {r.end_time} "
+        f"{'trained' if str(r.id) in trainers[ds] else 'nothing new'}"
         for ds in files for r in sorted(runs[ds], key=lambda r: r.created)
     )
     for ds, other in (("burst_a", "burst_b"), ("burst_b", "burst_a")):
-        trained_by = e2e_client.read_flow_run(registry.list_models(lake, ds)[0]["flow_run_id"])
-        ahead = [r for r in runs[other] if r.start_time and r.start_time < trained_by.start_time and r.start_time >= burst_start]
-        assert len(ahead) <= 1, f"{ds}'s training waited behind {len(ahead)} runs of {other}:\n{timeline}"
+        created = min(r.created for r in runs[ds])
+        trained = e2e_client.read_flow_run(registry.list_models(lake, ds)[0]["flow_run_id"]).start_time
+        waited_for = [r for r in runs[other] if str(r.id) in trainers[other] and r.end_time and created < r.end_time < trained]
+        overtook = [r for r in runs[other] if r.created > created and r.start_time and r.start_time < trained]
+        assert len(waited_for) <= 1 and not overtook, f"{ds} waited behind {other}:\n{timeline}"
 
 
 def test_duplicate_events_create_no_second_run_or_model(e2e: E2E, e2e_client):
@@ -157,10 +161,11 @@ def test_worker_killed_during_training_leaves_a_complete_champion_and_recovers(e
 
     lake = Lake(str(e2e.lake))
     ds = "crash_c"
-    batches = daily_batches(31, 400, 2)
+    batches = daily_batches(31, 400, 2, stores=20, items=20)  # 160,000 rows: a fit long enough to kill
     first = land(e2e, ds, "crash-0.csv", batches[0])
     announce(ds, [first])
     poll("the first crash_c champion", lambda: registry.champion(lake, ds), 240)
+    poll("the first crash_c run to finish", lambda: all_final(e2e_client, ds), 120)  # its drain loop too
     champion_before = registry.champion(lake, ds)["version"]
     second = land(e2e, ds, "crash-1.csv", pl.concat(batches[1:]))
     with temporary_settings({PREFECT_API_URL: e2e.api_url, PREFECT_API_AUTH_STRING: AUTH}):
