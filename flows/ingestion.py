@@ -187,15 +187,15 @@ def inspect_file(lake: Lake, contract: Contract, uri: str, *, now: datetime, fut
             return Admission(uri, "duplicate", entry=lake.read_json(manifest_path), content_hash=sha)
         qdir = lake.quarantine_dir(dataset, sha)
 
-        def reject(reasons: list[dict[str, Any]], rows_bad: pl.DataFrame | None = None) -> Admission:
+        def reject(reasons: list[dict[str, Any]], n_bad: int | None = None) -> Admission:
+            """Quarantine the whole file (and, when rows were checked, the bad rows with reasons)."""
             if publish:
                 lake.publish_file(local, f"{qdir}/original{os.path.splitext(local)[1]}")
-                if rows_bad is not None:
-                    with lake.staged(f"{qdir}/rows.parquet") as tmp:
-                        rows_bad.write_parquet(tmp)
-                lake.write_json(f"{qdir}/reason.json", _reason_doc(dataset, uri, sha, reasons, 0, rows_bad.height if rows_bad is not None else None))
+                if n_bad:
+                    lake.publish_file(bad_local, f"{qdir}/rows.parquet")
+                lake.write_json(f"{qdir}/reason.json", _reason_doc(dataset, uri, sha, reasons, 0, n_bad))
             return Admission(uri, "rejected", content_hash=sha, reasons=reasons, quarantine=lake.uri(qdir),
-                             rows_rejected=rows_bad.height if rows_bad is not None else 0)
+                             rows_rejected=n_bad or 0)
 
         if size == 0:
             return reject([_file_problem("*", "empty_file", "the file has no bytes")])
@@ -223,12 +223,12 @@ def inspect_file(lake: Lake, contract: Contract, uri: str, *, now: datetime, fut
             pl.col(contract.time_column).min().alias("min"),
             pl.col(contract.time_column).max().alias("max"),
         ).collect().row(0, named=True)
-        bad = pl.read_parquet(bad_local)
-        if stats["rows"] == 0 and bad.height == 0:
+        n_bad = pl.scan_parquet(bad_local).select(pl.len()).collect().item()
+        if stats["rows"] == 0 and n_bad == 0:
             return reject([_file_problem("*", "empty_file", "the file has a header but no rows")])
-        reasons = summarize_violations(bad)
-        if bad.height and (on_bad_rows == "reject_file" or stats["rows"] == 0):
-            return reject(reasons, bad)
+        reasons = summarize_violations(pl.scan_parquet(bad_local))
+        if n_bad and (on_bad_rows == "reject_file" or stats["rows"] == 0):
+            return reject(reasons, n_bad)
 
         entry = {
             "dataset": dataset,
@@ -236,8 +236,8 @@ def inspect_file(lake: Lake, contract: Contract, uri: str, *, now: datetime, fut
             "uri": uri,
             "bytes": size,
             "rows": stats["rows"],
-            "rows_quarantined": bad.height,
-            "quarantine": lake.uri(qdir) if bad.height else None,
+            "rows_quarantined": n_bad,
+            "quarantine": lake.uri(qdir) if n_bad else None,
             "min_time": stats["min"].isoformat(),
             "max_time": stats["max"].isoformat(),
             "landed_at": landed_at,
@@ -246,15 +246,14 @@ def inspect_file(lake: Lake, contract: Contract, uri: str, *, now: datetime, fut
             "contract": contract.fingerprint,
         }
         if publish:
-            if bad.height:
-                with lake.staged(f"{qdir}/rows.parquet") as tmp:
-                    bad.write_parquet(tmp)
-                lake.write_json(f"{qdir}/reason.json", _reason_doc(dataset, uri, sha, reasons, stats["rows"], bad.height))
+            if n_bad:
+                lake.publish_file(bad_local, f"{qdir}/rows.parquet")
+                lake.write_json(f"{qdir}/reason.json", _reason_doc(dataset, uri, sha, reasons, stats["rows"], n_bad))
             lake.publish_file(good_local, lake.curated_path(dataset, sha))
             lake.write_json(manifest_path, entry)  # the commit point
-        if bad.height:
+        if n_bad:
             return Admission(uri, "partial", entry=entry, content_hash=sha, reasons=reasons,
-                             quarantine=lake.uri(qdir), rows_rejected=bad.height)
+                             quarantine=lake.uri(qdir), rows_rejected=n_bad)
         return Admission(uri, "admitted", entry=entry, content_hash=sha)
 
 

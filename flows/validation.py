@@ -156,26 +156,22 @@ def invalid_rows(checked: pl.LazyFrame, contract: Contract) -> pl.LazyFrame:
     )
 
 
-def summarize_violations(bad: pl.DataFrame, examples: int = 3) -> list[dict]:
-    """Machine-readable reasons: one record per (column, rule) with a count and example rows."""
-    if bad.height == 0:
-        return []
-    source = bad.drop(VIOLATION)
-    exploded = (
-        bad.with_row_index("__row")
-        .select("__row", pl.col(VIOLATION).str.split(";").alias("__label"))
-        .explode("__label")
+def summarize_violations(bad: pl.DataFrame | pl.LazyFrame, examples: int = 3) -> list[dict]:
+    """Machine-readable reasons: one record per (column, rule) with a count and example rows.
+
+    Works on a lazy frame too, so a file of millions of bad rows is summarised without
+    loading it: the counts stream, and only the examples are collected.
+    """
+    lazy = bad.lazy()
+    labels = pl.col(VIOLATION).str.split(";")
+    counts = (
+        lazy.select(labels.alias("__label")).explode("__label")
+        .group_by("__label", maintain_order=True).agg(pl.len().alias("rows"))
+        .collect()
     )
     out = []
-    for (label,), group in exploded.group_by(["__label"], maintain_order=True):
+    for label, count in counts.iter_rows():
         column, rule = label.rsplit(":", 1)
-        rows = group["__row"].head(examples).to_list()
-        out.append(
-            {
-                "column": column,
-                "rule": rule,
-                "rows": group.height,
-                "examples": source[rows].cast(pl.String).to_dicts(),
-            }
-        )
+        sample = lazy.filter(labels.list.contains(label)).head(examples).drop(VIOLATION).collect()
+        out.append({"column": column, "rule": rule, "rows": count, "examples": sample.cast(pl.String).to_dicts()})
     return out
