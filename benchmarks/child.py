@@ -30,6 +30,7 @@ class Meter:
     def __init__(self) -> None:
         self.rss_base = current_rss()
         self.cpu_base = time.process_time()
+        self.max_stage_peak = 0
 
     def base(self) -> None:
         self.rss_base = current_rss()
@@ -37,6 +38,19 @@ class Meter:
 
     def rss(self) -> int:
         return current_rss()
+
+    def stage_peak(self) -> int | None:
+        """Peak RSS since the previous call (VmHWM, then reset through /proc/self/clear_refs)."""
+        try:
+            with open("/proc/self/status") as fh:
+                hwm = next(int(line.split()[1]) * 1024 for line in fh if line.startswith("VmHWM:"))
+            # resetting VmHWM also resets what getrusage reports as ru_maxrss: keep the max here
+            self.max_stage_peak = max(self.max_stage_peak, hwm)
+            with open("/proc/self/clear_refs", "w") as fh:
+                fh.write("5")
+            return hwm
+        except (OSError, StopIteration):
+            return None
 
 
 def main() -> None:
@@ -46,7 +60,7 @@ def main() -> None:
     fn = getattr(module, f"job_{group}_{name}")
     meter = Meter()
     result = fn(args, meter)
-    maxrss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    maxrss = max(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, meter.max_stage_peak)
     result.update({
         "rss_base": meter.rss_base,
         "maxrss": maxrss,

@@ -29,7 +29,7 @@ GiB = 1 << 30
 FAKE_AWS_ENV = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_SESSION_TOKEN": "testing",
                 "AWS_DEFAULT_REGION": "us-east-1", "AWS_REGION": "us-east-1"}
 # Stop a child whose resident memory passes this (the machine has 24 GiB and is shared).
-MEMORY_GUARD = int(float(os.environ.get("FRESHET_BENCH_MEMORY_GUARD_GIB", "18")) * GiB)
+MEMORY_GUARD = int(float(os.environ.get("FRESHET_BENCH_MEMORY_GUARD_GIB", "14")) * GiB)
 
 
 def median(xs: list[float]) -> float | None:

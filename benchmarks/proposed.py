@@ -6,10 +6,11 @@ path measures the same and the matching function here can go.
 - ``build_features``: ``freshet.features.build_features`` without its self-joins of a
   growing lazy plan (each lag join re-evaluated every earlier join: the cost doubled
   per lag). Same output, asserted by ``check_same_features``.
-- ``lean_training_data``: load -> features -> split as one lazy plan collected once,
-  feature columns cast to float32 in the plan, and the training matrix handed to
-  ``xgboost.QuantileDMatrix`` in row chunks, so no float64 copy of the feature frame
-  and no full numpy copy of the training rows ever exist.
+- ``lean_training_data``: load -> features -> split as lazy plans, one slice of series
+  (hash partition of the series keys, about 5 M rows each) at a time, feature columns
+  cast to float32 in the plan; ``lean_fit`` hands the training rows to
+  ``xgboost.QuantileDMatrix`` in row chunks. No float64 copy of the whole feature
+  frame and no full numpy copy of the training rows ever exist.
 """
 
 from __future__ import annotations
@@ -84,15 +85,26 @@ class _Chunks:
         self.iterator = It()
 
 
-def lean_training_data(data: pl.LazyFrame, contract, settings, max_time) -> dict[str, Any]:
-    """Train/valid/holdout frames from one collect of one lazy plan, feature columns as float32."""
+def lean_training_data(data: pl.LazyFrame, contract, settings, max_time, rows: int,
+                       rows_per_partition: int = 5_000_000) -> dict[str, Any]:
+    """Train/valid/holdout frames with float32 feature columns, built one slice of series at a time.
+
+    Features only look within a series, so hashing the series keys into partitions
+    gives the same rows; the peak is one partition's join work plus the float32 output.
+    """
     cols = F.feature_columns(contract)
-    feats = build_features(data, contract).with_columns(pl.col(cols).cast(pl.Float32))
-    train, valid, holdout = F.time_split(feats, contract, max_time, settings.holdout_periods,
-                                         settings.validation_periods)
     keep = [*cols, contract.target]
-    train, valid, holdout = pl.collect_all([train.select(keep), valid.select(keep), holdout])
-    return {"train": train, "valid": valid, "holdout": holdout}
+    partitions = max(1, -(-rows // rows_per_partition))
+    parts = []
+    for i in range(partitions):
+        part = data if partitions == 1 else data.filter(
+            pl.struct(contract.series_keys).hash(seed=0) % partitions == i)
+        feats = build_features(part, contract).with_columns(pl.col(cols).cast(pl.Float32))
+        train, valid, holdout = F.time_split(feats, contract, max_time, settings.holdout_periods,
+                                             settings.validation_periods)
+        parts.append(pl.collect_all([train.select(keep), valid.select(keep), holdout]))
+    train, valid, holdout = (pl.concat([p[j] for p in parts], rechunk=False) for j in range(3))
+    return {"train": train, "valid": valid, "holdout": holdout, "partitions": partitions}
 
 
 def lean_fit(train: pl.DataFrame, valid: pl.DataFrame, features: list[str], target: str, params: dict,

@@ -47,17 +47,20 @@ def _from_past(lf: pl.LazyFrame, contract: Contract, values: dict[str, pl.Expr],
 def add_lag_features(lf: pl.LazyFrame, contract: Contract) -> pl.LazyFrame:
     """``lag_k`` = target at ``t - k`` for each lag in ``lags_for`` (null when that day is missing)."""
     on = [*contract.series_keys, contract.time_column]
+    out = lf
     for k in lags_for(contract):
-        lf = lf.join(_from_past(lf, contract, {f"lag_{k}": pl.col(contract.target)}, k), on=on, how="left")
-    return lf
+        # join from the input, not from ``out``: a lazy self-join of a growing plan
+        # re-evaluates it, and the cost doubles with every lag
+        out = out.join(_from_past(lf, contract, {f"lag_{k}": pl.col(contract.target)}, k), on=on, how="left")
+    return out
 
 
-def add_rolling_features(lf: pl.LazyFrame, contract: Contract) -> pl.LazyFrame:
-    """Rolling mean/std/max of the target over windows ending at ``t - horizon``."""
+def add_rolling_features(lf: pl.LazyFrame, contract: Contract, source: pl.LazyFrame | None = None) -> pl.LazyFrame:
+    """Rolling mean/std/max of the target over windows ending at ``t - horizon`` (computed on ``source``, default ``lf``)."""
     keys = list(contract.series_keys)
     t, y, h = contract.time_column, contract.target, contract.horizon
     unit = "d" if contract.frequency == "daily" else "h"
-    ordered = lf.sort([*keys, t])
+    ordered = (lf if source is None else source).select(*keys, t, y).sort([*keys, t])
     stats: dict[str, pl.Expr] = {}
     for w in rolling_windows(contract):
         window = f"{w}{unit}"
@@ -67,11 +70,12 @@ def add_rolling_features(lf: pl.LazyFrame, contract: Contract) -> pl.LazyFrame:
     return lf.join(_from_past(ordered, contract, stats, h), on=[*keys, t], how="left")
 
 
-def add_exogenous_features(lf: pl.LazyFrame, contract: Contract) -> pl.LazyFrame:
+def add_exogenous_features(lf: pl.LazyFrame, contract: Contract, source: pl.LazyFrame | None = None) -> pl.LazyFrame:
     """Exogenous values now (known at forecast time) and at the seasonal lag, plus their ratio."""
     k = seasonal_lag(contract)
     past = {f"{c}_lag_{k}": pl.col(c).cast(pl.Float64) for c in contract.exogenous}
-    lf = lf.join(_from_past(lf, contract, past, k), on=[*contract.series_keys, contract.time_column], how="left")
+    lf = lf.join(_from_past(lf if source is None else source, contract, past, k),
+                 on=[*contract.series_keys, contract.time_column], how="left")
     return lf.with_columns(
         (pl.col(c).cast(pl.Float64) / pl.col(f"{c}_lag_{k}")).alias(f"{c}_ratio_{k}")
         for c in contract.exogenous
@@ -113,9 +117,10 @@ def feature_columns(contract: Contract) -> list[str]:
 
 def build_features(lf: pl.LazyFrame, contract: Contract) -> pl.LazyFrame:
     """All features; one row per input row, sorted by series keys and time."""
+    # every block reads the input frame, never the previous block's output (see add_lag_features)
     out = add_lag_features(lf, contract)
-    out = add_rolling_features(out, contract)
-    out = add_exogenous_features(out, contract)
+    out = add_rolling_features(out, contract, source=lf)
+    out = add_exogenous_features(out, contract, source=lf)
     out = add_calendar_features(out, contract)
     return out.sort([*contract.series_keys, contract.time_column])
 
