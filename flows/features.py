@@ -144,3 +144,22 @@ def time_split(lf: pl.LazyFrame, contract: Contract, max_time, holdout: int, val
 
 def _delta(contract: Contract, k: int) -> timedelta:
     return timedelta(days=k) if contract.frequency == "daily" else timedelta(hours=k)
+
+
+def training_frames(lf: pl.LazyFrame, contract: Contract, max_time, holdout: int, validation: int,
+                    partitions: int = 1) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:
+    """Train / validation (feature columns and target) and holdout frames, feature columns as float32.
+
+    Features only look within a series, so the series are hashed into ``partitions``
+    slices built one at a time: peak memory is one slice's joins plus the float32 output.
+    """
+    cols = feature_columns(contract)
+    keep = [*cols, contract.target]
+    parts = []
+    for i in range(partitions):
+        part = lf if partitions == 1 else lf.filter(pl.struct(contract.series_keys).hash(seed=0) % partitions == i)
+        feats = build_features(part, contract).with_columns(pl.col(cols).cast(pl.Float32))
+        train, valid, hold = time_split(feats, contract, max_time, holdout, validation)
+        parts.append(pl.collect_all([train.select(keep), valid.select(keep), hold]))
+    train, valid, hold = (pl.concat([p[j] for p in parts], rechunk=False) for j in range(3))
+    return train, valid, hold

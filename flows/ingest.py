@@ -12,6 +12,7 @@ from __future__ import annotations
 from datetime import datetime, timezone
 
 from prefect import flow, get_run_logger, task
+from prefect.cache_policies import NO_CACHE
 
 from freshet import events
 from freshet.contracts import Contract, load_contract
@@ -24,7 +25,7 @@ class IngestRejected(RuntimeError):
     """One or more landing files broke the contract (their rows are in quarantine)."""
 
 
-@task(name="admit-file", task_run_name="admit {uri}")
+@task(name="admit-file", cache_policy=NO_CACHE, task_run_name="admit {uri}")
 def admit(contract: Contract, uri: str, settings: Settings) -> Admission:
     """Validate one landing file and publish its curated partition and manifest entry."""
     lake = Lake.from_settings(settings)
@@ -39,7 +40,7 @@ def admit(contract: Contract, uri: str, settings: Settings) -> Admission:
     return result
 
 
-@task(name="announce")
+@task(name="announce", cache_policy=NO_CACHE)
 def announce(dataset: str, admissions: list[Admission]) -> list[str]:
     """Emit ``data.landed`` for newly admitted files and ``data.rejected`` for quarantined ones.
 

@@ -45,11 +45,31 @@ def to_matrix(frame: pl.DataFrame, features: list[str]) -> np.ndarray:
     return frame.select(pl.col(features).cast(pl.Float32)).to_numpy()
 
 
+class _RowChunks(xgb.DataIter):
+    """A polars frame as float32 row blocks for ``QuantileDMatrix`` (bounded extra memory)."""
+
+    def __init__(self, frame: pl.DataFrame, features: list[str], target: str, rows: int = 1_000_000) -> None:
+        self.frame, self.features, self.target, self.rows, self.i = frame, features, target, rows, 0
+        super().__init__()
+
+    def next(self, input_data) -> bool:
+        if self.i * self.rows >= self.frame.height:
+            return False
+        part = self.frame.slice(self.i * self.rows, self.rows)
+        input_data(data=to_matrix(part, self.features), label=part[self.target].to_numpy(), feature_names=self.features)
+        self.i += 1
+        return True
+
+    def reset(self) -> None:
+        self.i = 0
+
+
 def fit(train: pl.DataFrame, valid: pl.DataFrame, features: list[str], target: str, params: dict[str, Any],
         max_rounds: int, early_stopping_rounds: int) -> FitResult:
     """Fit with early stopping on the validation frame."""
     start = time.perf_counter()
-    dtrain = xgb.QuantileDMatrix(to_matrix(train, features), label=train[target].to_numpy(), feature_names=features)
+    # Streamed in row chunks: QuantileDMatrix keeps only its quantised copy, never a full float matrix.
+    dtrain = xgb.QuantileDMatrix(_RowChunks(train, features, target))
     dvalid = xgb.DMatrix(to_matrix(valid, features), label=valid[target].to_numpy(), feature_names=features)
     history: dict[str, dict[str, list[float]]] = {}
     booster = xgb.train(

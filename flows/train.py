@@ -20,6 +20,7 @@ import polars as pl
 import xgboost as xgb
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
 
 import freshet
@@ -32,8 +33,14 @@ from freshet.lake import Lake
 from freshet.locks import dataset_lock
 from freshet.settings import Settings, get_settings
 
+# Features are built this many rows of series at a time (bounds the joins' memory).
+# Tasks take ``cache_policy=NO_CACHE``: Prefect's default policy hashes every input,
+# which pickles whole frames (about 1 s and a full copy per million rows); the
+# manifest, not a task cache, is what makes a run idempotent.
+ROWS_PER_FEATURE_SLICE = 5_000_000
 
-@task(name="admit-pending")
+
+@task(name="admit-pending", cache_policy=NO_CACHE)
 def admit_pending(contract: Contract, uris: list[str], settings: Settings) -> list[str]:
     """Validate and admit event URIs the manifest does not hold yet; returns problems found."""
     lake = Lake.from_settings(settings)
@@ -48,7 +55,7 @@ def admit_pending(contract: Contract, uris: list[str], settings: Settings) -> li
     return problems
 
 
-@task(name="gather-manifest")
+@task(name="gather-manifest", cache_policy=NO_CACHE)
 def gather(contract: Contract, settings: Settings, triggered: bool) -> list[dict[str, Any]]:
     """The manifest to train on, after admitting unannounced landing files and letting a burst settle.
 
@@ -84,23 +91,29 @@ def gather(contract: Contract, settings: Settings, triggered: bool) -> list[dict
         time.sleep(0.5)
 
 
-@task(name="load-curated")
-def load_data(contract: Contract, entries: list[dict[str, Any]], settings: Settings) -> pl.DataFrame:
-    return load_curated(Lake.from_settings(settings), entries, contract).collect()
+@task(name="load-curated", cache_policy=NO_CACHE)
+def load_data(contract: Contract, entries: list[dict[str, Any]], settings: Settings) -> tuple[pl.LazyFrame, dict[str, Any]]:
+    """The curated rows as a lazy plan, and their row count and time range (one cheap scan)."""
+    data = load_curated(Lake.from_settings(settings), entries, contract)
+    t = pl.col(contract.time_column)
+    stats = data.select(pl.len().alias("rows"), t.min().alias("min"), t.max().alias("max")).collect()
+    return data, stats.row(0, named=True)
 
 
-@task(name="build-features")
-def features_task(contract: Contract, data: pl.DataFrame) -> pl.DataFrame:
-    return F.build_features(data.lazy(), contract).collect()
+@task(name="build-features", cache_policy=NO_CACHE)
+def features_task(contract: Contract, data: pl.LazyFrame, stats: dict[str, Any], settings: Settings) -> tuple[pl.DataFrame, ...]:
+    """Train / validation / holdout frames, feature columns as float32, about 5 M rows of series at a time."""
+    return F.training_frames(data, contract, stats["max"], settings.holdout_periods, settings.validation_periods,
+                             partitions=max(1, -(-stats["rows"] // ROWS_PER_FEATURE_SLICE)))
 
 
-@task(name="fit")
+@task(name="fit", cache_policy=NO_CACHE)
 def fit_task(train: pl.DataFrame, valid: pl.DataFrame, contract: Contract, settings: Settings) -> M.FitResult:
     return M.fit(train, valid, F.feature_columns(contract), contract.target, M.xgb_params(settings),
                  settings.xgb_max_rounds, settings.xgb_early_stopping_rounds)
 
 
-@task(name="evaluate")
+@task(name="evaluate", cache_policy=NO_CACHE)
 def evaluate(contract: Contract, holdout: pl.DataFrame, booster: xgb.Booster, champ: dict | None,
              settings: Settings) -> dict[str, Any]:
     """Score the new model, the champion and the seasonal-naive baseline on the same holdout rows."""
@@ -124,12 +137,12 @@ def evaluate(contract: Contract, holdout: pl.DataFrame, booster: xgb.Booster, ch
     return out
 
 
-@task(name="register")
+@task(name="register", cache_policy=NO_CACHE)
 def register_task(dataset: str, version: str, booster: xgb.Booster, meta: dict, settings: Settings) -> None:
     registry.register(Lake.from_settings(settings), dataset, version, booster, meta)
 
 
-@task(name="promote")
+@task(name="promote", cache_policy=NO_CACHE)
 def promote_task(dataset: str, version: str, settings: Settings) -> None:
     registry.promote(Lake.from_settings(settings), dataset, version)
 
@@ -166,14 +179,12 @@ def train_once(contract: Contract, entries: list[dict[str, Any]], settings: Sett
         return result
 
     fingerprint = registry.data_fingerprint([e["content_hash"] for e in entries])
-    data = timed("load", load_data, contract, entries, settings)
-    feats = timed("features", features_task, contract, data)
-    max_time = data[contract.time_column].max()
-    train, valid, holdout = F.time_split(feats.lazy(), contract, max_time, settings.holdout_periods, settings.validation_periods)
-    train, valid, holdout = train.collect(), valid.collect(), holdout.collect()
+    data, stats = timed("load", load_data, contract, entries, settings)
+    max_time = stats["max"]
+    train, valid, holdout = timed("features", features_task, contract, data, stats, settings)
     if min(train.height, valid.height, holdout.height) == 0:
         raise ValueError(
-            f"{dataset}: not enough history to train: {data.height} rows from {data[contract.time_column].min()} to "
+            f"{dataset}: not enough history to train: {stats['rows']} rows from {stats['min']} to "
             f"{max_time}; need more than {settings.holdout_periods + settings.validation_periods} periods "
             "(FRESHET_HOLDOUT_PERIODS + FRESHET_VALIDATION_PERIODS)"
         )
@@ -189,9 +200,9 @@ def train_once(contract: Contract, entries: list[dict[str, Any]], settings: Sett
         "dataset": dataset,
         "fingerprint": fingerprint,
         "trained_at": datetime.now(timezone.utc).isoformat(),
-        "data_range": {"start": str(data[contract.time_column].min()), "end": str(max_time)},
+        "data_range": {"start": str(stats["min"]), "end": str(max_time)},
         "data_watermark": str(max_time),
-        "rows": {"total": data.height, "train": train.height, "valid": valid.height, "holdout": holdout.height},
+        "rows": {"total": stats["rows"], "train": train.height, "valid": valid.height, "holdout": holdout.height},
         "lineage": _lineage(entries),
         "new_files": [e["content_hash"] for e in fresh],
         "metrics": scores,
@@ -214,7 +225,7 @@ def train_once(contract: Contract, entries: list[dict[str, Any]], settings: Sett
     timings["register"] = round(time.perf_counter() - start, 3)
     _emit(events.MODEL_TRAINED, dataset, _model_payload(meta), [fingerprint])
     outcome = {"version": version, "promoted": promote, "reason": reason, "metrics": scores, "timings": timings,
-               "fingerprint": fingerprint, "rows": data.height, "watermark": str(max_time), "files": len(entries)}
+               "fingerprint": fingerprint, "rows": stats["rows"], "watermark": str(max_time), "files": len(entries)}
     if promote:
         promote_task(dataset, version, settings)
         landed = [e["landed_at"] for e in fresh if e.get("landed_at")]

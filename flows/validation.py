@@ -175,3 +175,36 @@ def summarize_violations(bad: pl.DataFrame | pl.LazyFrame, examples: int = 3) ->
         sample = lazy.filter(labels.list.contains(label)).head(examples).drop(VIOLATION).collect()
         out.append({"column": column, "rule": rule, "rows": count, "examples": sample.cast(pl.String).to_dicts()})
     return out
+
+
+
+def reader_dtypes(contract: Contract) -> dict[str, pl.DataType]:
+    """Columns polars' CSV reader may type itself (numbers); the rest are read as text and cast by ``_cast``."""
+    return {c: d for c, d in contract.columns.items() if d.is_numeric()}
+
+
+def typed_with_breaks(lf: pl.LazyFrame, contract: Contract, now: datetime, future_tolerance_hours: float) -> pl.LazyFrame:
+    """The contract's columns typed, plus ``__bad``: true for a row that breaks any row rule.
+
+    ``lf`` has the columns of ``reader_dtypes`` already typed and the others as text (the
+    fast path for clean files). Only whether a row is bad is computed, not which rule:
+    a file with a bad row is checked again by ``typed_with_violations``, which labels it.
+    Duplicate keys are not a row rule: the caller checks them across the file.
+    """
+    text = [c for c in contract.columns if c not in reader_dtypes(contract)]
+    typed = lf.select(list(contract.columns)).with_columns(pl.col(c).alias(f"__raw_{c}") for c in text)
+    typed = typed.with_columns(_cast(c, contract.columns[c]) for c in text)
+    breaks = [pl.col(f"__raw_{c}").str.strip_chars().fill_null("").ne("") & pl.col(c).is_null() for c in text]
+    breaks += [pl.col(c).is_null() for c in contract.required_non_null]
+    for col, rule in contract.rules.items():
+        if rule.min is not None:
+            breaks.append(pl.col(col) < rule.min)
+        if rule.max is not None:
+            breaks.append(pl.col(col) > rule.max)
+        if rule.allowed is not None:
+            breaks.append(pl.col(col).is_not_null() & ~pl.col(col).is_in(list(rule.allowed)))
+    limit = now.replace(tzinfo=None) + _hours(future_tolerance_hours)
+    time_col = pl.col(contract.time_column)
+    breaks.append(time_col > pl.lit(limit.date() if contract.columns[contract.time_column] == pl.Date() else limit))
+    bad = pl.any_horizontal([b.fill_null(False) for b in breaks]).alias("__bad")
+    return typed.select(*contract.columns, bad)

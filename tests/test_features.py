@@ -267,3 +267,19 @@ def test_time_split_is_time_ordered_disjoint_and_complete(sales: pl.DataFrame, h
     assert valid["date"].n_unique() == validation
     assert test["date"].min() == max_time - timedelta(days=holdout - 1)
     assert_frame_equal(pl.concat([train, valid, test]).sort(["date", "store_id", "item_id"]), sales)
+
+
+# ----------------------------------------------------------------- slice-wise training frames
+@pytest.mark.parametrize("partitions", [1, 3])
+def test_training_frames_in_slices_equal_the_whole_build(sales: pl.DataFrame, partitions: int) -> None:
+    max_time = sales["date"].max()
+    cols, key = F.feature_columns(RETAIL), ["store_id", "item_id", "date"]
+    feats = F.build_features(sales.lazy(), RETAIL).with_columns(pl.col(cols).cast(pl.Float32))
+    expected = [x.collect() for x in F.time_split(feats, RETAIL, max_time, 28, 14)]
+    got = F.training_frames(sales.lazy(), RETAIL, max_time, 28, 14, partitions=partitions)
+    # train / valid keep the feature columns and the target; the holdout keeps every column
+    for want, have, keep in zip(expected, got, ([*cols, RETAIL.target], [*cols, RETAIL.target], None)):
+        assert have.height == want.height > 0
+        want = want if keep is None else want.select(keep)
+        assert_frame_equal(have.sort(have.columns), want.sort(want.columns))
+    assert got[2].sort(key)["date"].max() == max_time

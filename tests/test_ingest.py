@@ -118,6 +118,57 @@ def test_a_duplicate_key_keeps_the_first_row(lake_env: LakeHandle, tiny_sales: p
     assert_frame_equal(curated(lake_env), tiny_sales.sort(KEY))
 
 
+# ----------------------------------------------------------------- the fast path for clean files
+# ``_typed_fast_path`` (numbers parsed by polars' CSV reader) must decide exactly as the string
+# path (``_check_in_chunks``) would, for values a typed reader may read differently.
+READER_EDGES = [
+    ("store_id", " 1 "), ("store_id", "+1"), ("store_id", "1.0"), ("store_id", "0x1"), ("store_id", "1e0"),
+    ("store_id", "99999999999"), ("units_sold", " 3.5"), ("units_sold", "1e2"), ("units_sold", "NaN"),
+    ("units_sold", "inf"), ("units_sold", "-0"), ("units_sold", "1,5"), ("units_sold", "  "), ("price", "nan"),
+    ("price", ".5"), ("on_promo", "TRUE"), ("on_promo", " yes "), ("on_promo", "1"), ("date", "2024/01/05"),
+    ("date", "2024-1-5"), ("date", "20240105"), ("date", " 2024-01-05 "),
+]
+
+
+def admission_by(path: str, monkeypatch: pytest.MonkeyPatch, handle: LakeHandle, uri: str):
+    """``inspect_file`` (no writes) forced down one path: "fast" must decide, "string" is forced."""
+    import freshet.ingestion as ingestion
+
+    with monkeypatch.context() as m:
+        if path == "string":
+            m.setattr(ingestion, "_typed_fast_path", lambda *a, **k: None)
+        result = inspect_file(handle.lake, RETAIL, uri, now=datetime.now(timezone.utc), future_tolerance_hours=36,
+                              on_bad_rows="quarantine_rows", publish=False)
+    entry = result.entry or {}
+    return result.status, entry.get("rows"), entry.get("min_time"), entry.get("max_time"), result.rows_rejected, result.reasons
+
+
+@pytest.mark.parametrize(("column", "value"), READER_EDGES, ids=[f"{c}={v!r}" for c, v in READER_EDGES])
+def test_the_fast_path_decides_like_the_string_path(
+    lake_env: LakeHandle, tiny_sales: pl.DataFrame, monkeypatch: pytest.MonkeyPatch, column: str, value: str
+) -> None:
+    uri = lake_env.land(csv_bytes(set_cell(tiny_sales, BAD_ROW, column, value)), "edge.csv")
+    assert admission_by("fast", monkeypatch, lake_env, uri) == admission_by("string", monkeypatch, lake_env, uri)
+
+
+def test_a_clean_file_takes_the_fast_path_and_a_dirty_one_the_string_path(
+    lake_env: LakeHandle, tiny_sales: pl.DataFrame, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import freshet.ingestion as ingestion
+
+    string_path = ingestion._check_in_chunks
+    calls: list[str] = []
+    monkeypatch.setattr(ingestion, "_check_in_chunks", lambda *a, **k: calls.append("string") or string_path(*a, **k))
+    clean = admit_file(lake_env.lake, RETAIL, lake_env.land(tiny_sales, "clean.csv"))
+    assert (clean.status, calls) == ("admitted", [])
+    assert_frame_equal(curated(lake_env), tiny_sales.sort(KEY))
+    for name, body in (("bad-row.csv", csv_bytes(set_cell(tiny_sales, BAD_ROW, "units_sold", "-1"))),
+                       ("dup.csv", csv_bytes(pl.concat([as_text(tiny_sales), as_text(tiny_sales.head(1))])))):
+        calls.clear()
+        assert admit_file(lake_env.lake, RETAIL, lake_env.land(body, name)).status == "partial"
+        assert calls == ["string"], name
+
+
 FILE_RULES = [
     pytest.param("missing", "price", "missing_column", id="missing-column"),
     pytest.param("unexpected", "comment", "unexpected_column", id="unexpected-column"),

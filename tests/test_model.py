@@ -142,3 +142,12 @@ def test_xgboost_beats_the_seasonal_naive_baseline_by_15_percent_on_default_data
     improvement = 1 - model["wape"] / baseline["wape"]
     assert improvement >= 0.15, f"model WAPE {model['wape']:.4f} vs baseline {baseline['wape']:.4f}"
     assert M.decide(model, None, baseline, settings.min_improvement)[0]
+
+
+def test_the_training_matrix_is_streamed_in_row_chunks_without_losing_a_row() -> None:
+    rng = np.random.default_rng(1)
+    df = pl.DataFrame({"a": rng.normal(size=50), "b": [None, *rng.normal(size=49)], "y": np.arange(50.0)})
+    chunks = M._RowChunks(df, ["a", "b"], "y", rows=7)  # 8 chunks, the last one short
+    dm = xgb.QuantileDMatrix(chunks)
+    assert (dm.num_row(), dm.num_col(), dm.feature_names) == (50, 2, ["a", "b"])
+    np.testing.assert_array_equal(dm.get_label(), np.arange(50.0))

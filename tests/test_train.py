@@ -279,3 +279,16 @@ def test_registered_model_predicts_like_the_trained_one(lake_env: LakeHandle) ->
     loaded = registry.load_booster(lake, DATASET, "v1")
     np.testing.assert_array_equal(M.predict(loaded, frame, cols), M.predict(booster, frame, cols))
     assert not any(p.endswith(".pkl") or p.endswith(".pickle") for p in lake_env.listing("models", DATASET, "v1"))
+
+
+def test_no_task_hashes_its_inputs() -> None:
+    """Prefect's default cache policy pickles every input to hash it: whole frames, per task call."""
+    from prefect.cache_policies import NO_CACHE
+    from prefect.tasks import Task
+
+    from freshet import ingest as ingest_module
+    from freshet import train as train_module
+
+    tasks = [t for m in (train_module, ingest_module) for t in vars(m).values() if isinstance(t, Task)]
+    assert len(tasks) >= 10
+    assert [t.name for t in tasks if t.cache_policy is not NO_CACHE] == []
