@@ -62,6 +62,22 @@ def _cast(col: str, dtype: pl.DataType) -> pl.Expr:
     return raw.cast(dtype, strict=False).alias(col)
 
 
+def value_rules(contract: Contract, now: datetime, future_tolerance_hours: float) -> list[tuple[str, str, pl.Expr]]:
+    """(column, rule, true when broken) for the rules on typed values: min, max, allowed, future."""
+    checks: list[tuple[str, str, pl.Expr]] = []
+    for col, rule in contract.rules.items():
+        if rule.min is not None:
+            checks.append((col, "min", pl.col(col) < rule.min))
+        if rule.max is not None:
+            checks.append((col, "max", pl.col(col) > rule.max))
+        if rule.allowed is not None:
+            checks.append((col, "allowed", pl.col(col).is_not_null() & ~pl.col(col).is_in(list(rule.allowed))))
+    limit = now.replace(tzinfo=None) + _hours(future_tolerance_hours)
+    is_date = contract.columns[contract.time_column] == pl.Date()
+    checks.append((contract.time_column, "future", pl.col(contract.time_column) > pl.lit(limit.date() if is_date else limit)))
+    return checks
+
+
 def typed_with_violations(lf: pl.LazyFrame, contract: Contract, now: datetime, future_tolerance_hours: float,
                           check_duplicates: bool = True) -> pl.LazyFrame:
     """Cast string columns to the contract's dtypes and label every rule a row breaks.
@@ -83,19 +99,7 @@ def typed_with_violations(lf: pl.LazyFrame, contract: Contract, now: datetime, f
         checks.append((col, "dtype", present & pl.col(col).is_null()))
     for col in contract.required_non_null:
         checks.append((col, "non_null", pl.col(f"__raw_{col}").str.strip_chars().fill_null("") == ""))
-    for col, rule in contract.rules.items():
-        if rule.min is not None:
-            checks.append((col, "min", pl.col(col) < rule.min))
-        if rule.max is not None:
-            checks.append((col, "max", pl.col(col) > rule.max))
-        if rule.allowed is not None:
-            checks.append((col, "allowed", pl.col(col).is_not_null() & ~pl.col(col).is_in(list(rule.allowed))))
-    limit = now.replace(tzinfo=None) + _hours(future_tolerance_hours)
-    time_col = pl.col(contract.time_column)
-    if contract.columns[contract.time_column] == pl.Date():
-        checks.append((contract.time_column, "future", time_col > pl.lit(limit.date())))
-    else:
-        checks.append((contract.time_column, "future", time_col > pl.lit(limit)))
+    checks += value_rules(contract, now, future_tolerance_hours)
     key = [contract.time_column, *contract.series_keys]
     if check_duplicates:
         checks.append((duplicate_label(contract), "duplicate_key", pl.int_range(pl.len()).over(key) > 0))
@@ -196,15 +200,6 @@ def typed_with_breaks(lf: pl.LazyFrame, contract: Contract, now: datetime, futur
     typed = typed.with_columns(_cast(c, contract.columns[c]) for c in text)
     breaks = [pl.col(f"__raw_{c}").str.strip_chars().fill_null("").ne("") & pl.col(c).is_null() for c in text]
     breaks += [pl.col(c).is_null() for c in contract.required_non_null]
-    for col, rule in contract.rules.items():
-        if rule.min is not None:
-            breaks.append(pl.col(col) < rule.min)
-        if rule.max is not None:
-            breaks.append(pl.col(col) > rule.max)
-        if rule.allowed is not None:
-            breaks.append(pl.col(col).is_not_null() & ~pl.col(col).is_in(list(rule.allowed)))
-    limit = now.replace(tzinfo=None) + _hours(future_tolerance_hours)
-    time_col = pl.col(contract.time_column)
-    breaks.append(time_col > pl.lit(limit.date() if contract.columns[contract.time_column] == pl.Date() else limit))
+    breaks += [expr for _, _, expr in value_rules(contract, now, future_tolerance_hours)]
     bad = pl.any_horizontal([b.fill_null(False) for b in breaks]).alias("__bad")
     return typed.select(*contract.columns, bad)

@@ -43,12 +43,15 @@ def announce(dataset: str, uris: list[str], key: str | None = None):
     return event
 
 
-def train_runs(client, dataset: str):
+def train_runs_all(client):
     from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId
 
     dep = client.read_deployment_by_name("train/train")
-    runs = client.read_flow_runs(deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[dep.id])), limit=200)
-    return [r for r in runs if r.parameters.get("dataset") == dataset]
+    return client.read_flow_runs(deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[dep.id])), limit=200)
+
+
+def train_runs(client, dataset: str):
+    return [r for r in train_runs_all(client) if r.parameters.get("dataset") == dataset]
 
 
 def all_final(client, dataset: str):
@@ -68,6 +71,9 @@ def daily_batches(seed: int, history_days: int, batches: int, stores: int = 3, i
 
 def test_interleaved_bursts_train_each_dataset_at_most_twice_and_cover_every_file(e2e: E2E, e2e_client):
     lake = Lake(str(e2e.lake))
+    # the deployment's 2 slots are shared by every dataset: start when earlier tests' runs are done,
+    # so the timeline below is about these two datasets only
+    poll("earlier train runs to finish", lambda: all(r.state.is_final() for r in train_runs_all(e2e_client)), 180)
     files = {}
     for ds, seed in (("burst_a", 21), ("burst_b", 22)):
         files[ds] = [land(e2e, ds, f"{ds}-{i:02d}.csv", f) for i, f in enumerate(daily_batches(seed, 260, 49))]
@@ -99,6 +105,11 @@ def test_interleaved_bursts_train_each_dataset_at_most_twice_and_cover_every_fil
         f"{'trained' if str(r.id) in trainers[ds] else 'nothing new'}"
         for ds in files for r in sorted(runs[ds], key=lambda r: r.created)
     )
+    first = min(r.created for ds in files for r in runs[ds])
+    others = [r for r in train_runs_all(e2e_client) if r.parameters.get("dataset") not in files
+              and (r.end_time is None or r.end_time > first)]
+    timeline += "".join(f"\nother {r.parameters.get('dataset')} {r.name} created {r.created} start {r.start_time} "
+                        f"end {r.end_time} {r.state_name}" for r in others)
     for ds, other in (("burst_a", "burst_b"), ("burst_b", "burst_a")):
         created = min(r.created for r in runs[ds])
         trained = e2e_client.read_flow_run(registry.list_models(lake, ds)[0]["flow_run_id"]).start_time
