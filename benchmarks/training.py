@@ -7,9 +7,9 @@
 - ``sweep``: fit time and holdout WAPE of a few settings (threads, depth, learning rate),
   to say what each shipped default buys.
 - ``scale``: load + features + split + fit of 1, 10 and 30 M curated rows in a fresh
-  process each, with its peak memory: the shipped path and the proposed lean path
-  (``benchmarks/proposed.py``). The fit there is capped at a fixed number of rounds so
-  every size does the same boosting work per row.
+  process each, with its peak memory per stage, through the ``train`` flow's own task
+  functions. The fit there is capped at a fixed number of rounds so every size does the
+  same boosting work per row.
 """
 
 from __future__ import annotations
@@ -47,9 +47,9 @@ def _setup(args: dict):
 
 
 def _prepare_shipped(args: dict, meter, marks: dict | None = None):
-    """What train_once does before fit: load, build features, split (flows/train.py)."""
-    from freshet import features as F
-    from freshet.ingestion import load_curated
+    """What train_once does before fit, by the flow's own task functions (flows/train.py):
+    a lazy load plus one stats scan, then features and split, a slice of series at a time."""
+    from freshet import train as T
 
     settings, lake, contract, entries = _setup(args)
     meter.base()
@@ -57,24 +57,18 @@ def _prepare_shipped(args: dict, meter, marks: dict | None = None):
     if marks is not None:
         meter.stage_peak()
     start = time.perf_counter()
-    data = load_curated(lake, entries, contract).collect()
+    data, stats = T.load_data.fn(contract, entries, settings)
     timings["load"] = time.perf_counter() - start
     if marks is not None:
         marks["rss_after_load"] = meter.rss()
         marks["peak_in_load"] = meter.stage_peak()
     start = time.perf_counter()
-    feats = F.build_features(data.lazy(), contract).collect()
-    timings["features"] = time.perf_counter() - start
+    train, valid, holdout = T.features_task.fn(contract, data, stats, settings)
+    timings["features"] = time.perf_counter() - start  # features and the time split, as the flow times them
     if marks is not None:
         marks["rss_after_features"] = meter.rss()
         marks["peak_in_features"] = meter.stage_peak()
-    start = time.perf_counter()
-    max_time = data[contract.time_column].max()
-    train, valid, holdout = F.time_split(feats.lazy(), contract, max_time, settings.holdout_periods,
-                                         settings.validation_periods)
-    train, valid, holdout = train.collect(), valid.collect(), holdout.collect()
-    timings["split"] = time.perf_counter() - start
-    return settings, contract, data, feats, train, valid, holdout, timings
+    return settings, contract, stats, train, valid, holdout, timings
 
 
 def _wape(booster, frame, features, target) -> float:
@@ -89,7 +83,7 @@ def job_train_overhead(args: dict, meter) -> dict:
     from freshet import features as F
     from freshet import model as M
 
-    settings, contract, data, feats, train, valid, holdout, timings = _prepare_shipped(args, meter)
+    settings, contract, stats, train, valid, holdout, timings = _prepare_shipped(args, meter)
     cols, target = F.feature_columns(contract), contract.target
     params = M.xgb_params(settings)
     max_rounds = args.get("max_rounds") or settings.xgb_max_rounds
@@ -123,9 +117,9 @@ def job_train_overhead(args: dict, meter) -> dict:
                 _, w, c = measured(bare_fit, rounds)
                 bare.append(w)
                 bare_cpu.append(c)
-    return {"rows_total": data.height, "rows_train": train.height, "features": len(cols), "rounds": rounds,
+    return {"rows_total": stats["rows"], "rows_train": train.height, "features": len(cols), "rounds": rounds,
             "max_rounds": max_rounds, "load_s": timings["load"], "features_s": timings["features"],
-            "split_s": timings["split"], "fit_s": shipped, "bare_s": bare, "fit_cpu_s": shipped_cpu,
+            "fit_s": shipped, "bare_s": bare, "fit_cpu_s": shipped_cpu,
             "bare_cpu_s": bare_cpu,
             "nthread": params.get("nthread", "all cores")}
 
@@ -136,7 +130,7 @@ def job_train_sweep(args: dict, meter) -> dict:
     from freshet import model as M
     from freshet.settings import Settings
 
-    base, contract, data, feats, train, valid, holdout, _ = _prepare_shipped(args, meter)
+    base, contract, _, train, valid, holdout, _ = _prepare_shipped(args, meter)
     cols = F.feature_columns(contract)
     scored = holdout.filter(holdout[f"lag_{F.seasonal_lag(contract)}"].is_not_null())
     out = []
@@ -152,60 +146,16 @@ def job_train_sweep(args: dict, meter) -> dict:
 def job_scale_shipped(args: dict, meter) -> dict:
     from freshet import features as F
     from freshet import model as M
+    from freshet.train import ROWS_PER_FEATURE_SLICE
 
     marks: dict[str, int] = {}
-    settings, contract, data, feats, train, valid, holdout, timings = _prepare_shipped(args, meter, marks)
-    marks["rss_after_split"] = meter.rss()
-    marks["peak_in_split"] = meter.stage_peak()
+    settings, contract, stats, train, valid, holdout, timings = _prepare_shipped(args, meter, marks)
     cols = F.feature_columns(contract)
     fitted = M.fit(train, valid, cols, contract.target, M.xgb_params(settings), args["rounds"], args["rounds"] + 1)
     timings["fit"] = fitted.seconds
     marks["peak_in_fit"] = meter.stage_peak()
-    return {"rows": data.height, "rows_train": train.height, "rounds": fitted.rounds, "timings": timings, **marks}
-
-
-def job_scale_lean(args: dict, meter) -> dict:
-    import polars as pl
-
-    import proposed
-    from freshet import features as F
-    from freshet import model as M
-    from freshet.ingestion import load_curated
-
-    settings, lake, contract, entries = _setup(args)
-    meter.base()
-    timings: dict[str, float] = {}
-    meter.stage_peak()
-    start = time.perf_counter()
-    data = load_curated(lake, entries, contract)
-    stats = data.select(pl.len(), pl.col(contract.time_column).max()).collect().row(0)
-    frames = proposed.lean_training_data(data, contract, settings, stats[1], stats[0])
-    timings["load+features+split"] = time.perf_counter() - start
-    rss_after_split = meter.rss()
-    peak_in_features = meter.stage_peak()
-    start = time.perf_counter()
-    booster = proposed.lean_fit(frames["train"], frames["valid"], F.feature_columns(contract), contract.target,
-                                M.xgb_params(settings), args["rounds"], args["rounds"] + 1)
-    timings["fit"] = time.perf_counter() - start
-    return {"rows_train": frames["train"].height, "rounds": booster.num_boosted_rounds(), "timings": timings,
-            "partitions": frames["partitions"],
-            "rss_after_split": rss_after_split, "peak_in_load_features_split": peak_in_features,
-            "peak_in_fit": meter.stage_peak()}
-
-
-def job_train_check_features(args: dict, meter) -> dict:
-    """The proposed features equal the shipped ones (on the given parquet)."""
-    import polars as pl
-
-    import proposed
-    from freshet.contracts import load_contract
-    from freshet.settings import BUNDLED_CONTRACTS
-
-    contract = load_contract(DATASET, BUNDLED_CONTRACTS)
-    frame = pl.read_parquet(args["parquet"]).sort(["store_id", "item_id", "date"])
-    start = time.perf_counter()
-    proposed.check_same_features(frame, contract)
-    return {"equal": True, "seconds": time.perf_counter() - start}
+    return {"rows": stats["rows"], "rows_train": train.height, "rounds": fitted.rounds, "timings": timings,
+            "slices": max(1, -(-stats["rows"] // ROWS_PER_FEATURE_SLICE)), **marks}
 
 
 # ====================================================================== parent side
@@ -231,8 +181,6 @@ def run_overhead(quick: bool) -> dict[str, Any]:
                   "x_bare_cpu": median(cpu_pairs),
                   "features_share_of_fit": r["features_s"] / fit,
                   "rows_per_s": r["rows_train"] / fit, "row_rounds_per_s": r["rows_train"] * r["rounds"] / fit})
-        check = run_child("train.check_features", {"parquet": data["path"]}, timeout=1800)
-        r["proposed_features_equal"] = check["equal"]
         return r
     finally:
         shutil.rmtree(lake, ignore_errors=True)
@@ -262,25 +210,23 @@ def run_scale(quick: bool) -> dict[str, Any]:
     sizes = [100_000, 300_000] if quick else [1_000_000, 10_000_000, 30_000_000]
     rounds = 10
     out: dict[str, Any] = {"rounds": rounds, "sizes": []}
-    previous: dict[str, dict] = {}
+    last: dict | None = None
     for rows in sizes:
         data = cached_data("parquet", rows)
         entry: dict[str, Any] = {"rows": data["rows"], "parquet_bytes": data["bytes"]}
-        for path in ("shipped", "lean"):
-            last = previous.get(path)
-            projected = last["peak_above_base"] * data["rows"] / last["rows_total"] if last else None
-            lake = _lake()
-            say(f"scale {data['rows']:,} rows: {path} path (load, features, split, fit {rounds} rounds)")
-            try:
-                r = run_child(f"scale.{path}", {"parquet": data["path"], "lake": lake, "rounds": rounds},
-                              timeout=900 if not quick else 300)
-                r["total_s"] = sum(r["timings"].values())
-                r["rows_total"] = data["rows"]
-                r["projected_peak_from_previous_size"] = projected
-                entry[path] = previous[path] = r
-            except ChildFailed as exc:
-                entry[path] = {"error": str(exc), "projected_peak_from_previous_size": projected}
-            finally:
-                shutil.rmtree(lake, ignore_errors=True)
+        projected = last["peak_above_base"] * data["rows"] / last["rows_total"] if last else None
+        lake = _lake()
+        say(f"scale {data['rows']:,} rows: load, features, split, fit {rounds} rounds")
+        try:
+            r = run_child("scale.shipped", {"parquet": data["path"], "lake": lake, "rounds": rounds},
+                          timeout=900 if not quick else 300)
+            r["total_s"] = sum(r["timings"].values())
+            r["rows_total"] = data["rows"]
+            r["projected_peak_from_previous_size"] = projected
+            entry["shipped"] = last = r
+        except ChildFailed as exc:
+            entry["shipped"] = {"error": str(exc), "projected_peak_from_previous_size": projected}
+        finally:
+            shutil.rmtree(lake, ignore_errors=True)
         out["sizes"].append(entry)
     return out
