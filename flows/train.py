@@ -34,10 +34,11 @@ from freshet.locks import dataset_lock
 from freshet.settings import Settings, get_settings
 
 # Features are built this many rows of series at a time (bounds the joins' memory).
-# Tasks take ``cache_policy=NO_CACHE``: Prefect's default policy hashes every input,
-# which pickles whole frames (about 1 s and a full copy per million rows); the
-# manifest, not a task cache, is what makes a run idempotent.
 ROWS_PER_FEATURE_SLICE = 5_000_000
+
+# Every task takes ``cache_policy=NO_CACHE``: Prefect's default policy hashes each input,
+# which pickles whole frames (about 1 s and a full copy per million rows); the manifest,
+# not a task cache, is what makes a run idempotent.
 
 
 @task(name="admit-pending", cache_policy=NO_CACHE)

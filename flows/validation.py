@@ -181,7 +181,6 @@ def summarize_violations(bad: pl.DataFrame | pl.LazyFrame, examples: int = 3) ->
     return out
 
 
-
 def reader_dtypes(contract: Contract) -> dict[str, pl.DataType]:
     """Columns polars' CSV reader may type itself (numbers); the rest are read as text and cast by ``_cast``."""
     return {c: d for c, d in contract.columns.items() if d.is_numeric()}
