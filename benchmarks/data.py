@@ -10,7 +10,7 @@ from pathlib import Path
 
 def job_data_make(args: dict, meter) -> dict:
     """Write the file once; a JSON sidecar records its rows and bytes."""
-    from freshet.generate import generate_retail_sales
+    from freshet.data.generate import generate_retail_sales
 
     frame = generate_retail_sales(seed=11, stores=args["stores"], items=args["items"], days=args["days"],
                                   start=date(2023, 1, 1))

@@ -2,7 +2,7 @@
 
 Three implementations of the same bytes, each in a fresh process per measurement:
 
-- ``freshet``: ``freshet.ingestion.admit_file`` (stage + hash, validate, curated parquet,
+- ``freshet``: ``freshet.data.ingestion.admit_file`` (stage + hash, validate, curated parquet,
   quarantine, manifest entry), exactly what the ``ingest`` flow's task runs;
 - ``polars``: a bare ``pl.read_csv`` -> ``write_parquet`` (no validation at all);
 - ``pandas``: the same validation rules as freshet, written with pandas (local lake only).
@@ -31,15 +31,15 @@ BUCKET = "freshet-bench"
 
 # ====================================================================== child jobs
 def _contract():
-    from freshet.contracts import load_contract
+    from freshet.data.contracts import load_contract
     from freshet.settings import BUNDLED_CONTRACTS
 
     return load_contract(DATASET, BUNDLED_CONTRACTS)
 
 
 def job_ingest_freshet(args: dict, meter) -> dict:
-    from freshet.ingestion import admit_file
-    from freshet.lake import Lake
+    from freshet.data.ingestion import admit_file
+    from freshet.data.lake import Lake
     from freshet.settings import Settings
 
     settings = Settings(lake_url=args["lake_url"], s3_endpoint_url=args.get("endpoint"))
@@ -102,14 +102,14 @@ def job_ingest_pandas(args: dict, meter) -> dict:
 
 def pandas_validate(path: str, contract, now: datetime, future_tolerance_hours: float, good_path: str,
                     bad_path: str) -> tuple[int, int]:
-    """freshet's validation rules (flows/validation.py) written with pandas: same checks, same outputs."""
+    """freshet's validation rules (src/freshet/data/validation.py) written with pandas: same checks, same outputs."""
     import numpy as np
     import pandas as pd
     import polars as pl
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from freshet.validation import FALSE_STRINGS, TRUE_STRINGS
+    from freshet.data.validation import FALSE_STRINGS, TRUE_STRINGS
 
     raw = pd.read_csv(path, dtype=str, keep_default_na=False, na_filter=False)
     missing = [c for c in contract.columns if c not in raw.columns]
@@ -182,7 +182,7 @@ class MotoServer:
     """An S3 API (moto) in its own process on 127.0.0.1, so its memory is not the measured process's."""
 
     def __init__(self) -> None:
-        from freshet.stack import free_port
+        from freshet.ops.stack import free_port
 
         self.port = free_port()
         self.endpoint = f"http://127.0.0.1:{self.port}"

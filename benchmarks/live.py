@@ -1,6 +1,6 @@
 """Benchmarks against the real local stack: trigger latency, freshness lag, burst cost.
 
-One ``freshet.stack.Stack`` (``prefect server start`` on a free 127.0.0.1 port, the
+One ``freshet.ops.stack.Stack`` (``prefect server start`` on a free 127.0.0.1 port, the
 ``freshet`` process pool, ``prefect deploy`` of deployments/prefect.yaml, the
 staleness automations and a process worker with the shipped settings), started as
 ``freshet up`` starts it, in a temporary folder. Each benchmark gets its own dataset
@@ -52,7 +52,7 @@ class LiveStack:
 
     def __enter__(self) -> "LiveStack":
         from freshet.settings import Settings
-        from freshet.stack import Stack
+        from freshet.ops.stack import Stack
 
         self.settings = Settings(lake_url=str(self.tmp / "lake"), stack_dir=self.tmp / "stack", stack_port=0,
                                  contracts_dir=self.contracts)
@@ -70,7 +70,7 @@ class LiveStack:
         })
         from prefect.client.orchestration import get_client
 
-        from freshet.lake import Lake
+        from freshet.data.lake import Lake
 
         self.lake = Lake.from_settings(self.settings)
         self._client_cm = get_client(sync_client=True)
@@ -96,8 +96,8 @@ class LiveStack:
 
     def admit(self, ds: str, frame, name: str) -> dict:
         """Land a file and admit it here, as the ``ingest`` flow's task would; returns its manifest entry."""
-        from freshet.contracts import load_contract
-        from freshet.ingestion import admit_file
+        from freshet.data.contracts import load_contract
+        from freshet.data.ingestion import admit_file
 
         uri = self.land(ds, frame, name)
         result = admit_file(self.lake, load_contract(ds, self.contracts), uri)
@@ -218,7 +218,7 @@ class LiveStack:
 
     def restart_worker(self, extra_env: dict[str, str]) -> None:
         """Replace the stack's worker (ours, by its recorded pid) with one using other worker settings."""
-        from freshet import stack as S
+        from freshet.ops import stack as S
 
         state = self.stack.state()
         S._terminate_group(state["worker"]["pid"])
@@ -265,7 +265,7 @@ def _latency_series(live: LiveStack, entry: dict, n: int, label: str) -> dict[st
 
 
 def run_latency(live: LiveStack, quick: bool) -> dict[str, Any]:
-    from freshet.generate import generate_retail_sales
+    from freshet.data.generate import generate_retail_sales
 
     n = 6 if quick else 20
     entry = live.admit(LATENCY_DS, generate_retail_sales(stores=3, items=4, days=300), "history.csv")
@@ -294,7 +294,7 @@ def run_latency(live: LiveStack, quick: bool) -> dict[str, Any]:
 
 def run_latency_prefect_defaults(live: LiveStack, quick: bool) -> dict[str, Any]:
     """The same measurement with Prefect's default worker polling (what the shipped setting buys)."""
-    from freshet.ingestion import read_manifest
+    from freshet.data.ingestion import read_manifest
 
     n = 3 if quick else 6
     entry = read_manifest(live.lake, LATENCY_DS)[0]
@@ -310,7 +310,7 @@ def run_freshness(live: LiveStack, quick: bool) -> dict[str, Any]:
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
     from prefect.deployments import run_deployment
 
-    from freshet import registry
+    from freshet.modeling import registry
 
     rows = 100_000 if quick else 1_000_000
     reps = 1 if quick else 2
@@ -378,9 +378,9 @@ def run_freshness(live: LiveStack, quick: bool) -> dict[str, Any]:
 def run_burst(live: LiveStack, quick: bool) -> dict[str, Any]:
     import polars as pl
 
-    from freshet import registry
-    from freshet.generate import generate_retail_sales
-    from freshet.ingestion import read_manifest
+    from freshet.modeling import registry
+    from freshet.data.generate import generate_retail_sales
+    from freshet.data.ingestion import read_manifest
 
     n, span = (10, 2.0) if quick else (50, 10.0)
     frame = generate_retail_sales(seed=7, days=730 + n + 1)

@@ -1,6 +1,6 @@
 """Training overhead, XGBoost settings, and how training cost grows with data (scale).
 
-- ``overhead``: the ``train`` flow's fit stage (``freshet.model.fit``: polars -> float32
+- ``overhead``: the ``train`` flow's fit stage (``freshet.modeling.model.fit``: polars -> float32
   matrix -> QuantileDMatrix -> ``xgb.train`` with early stopping) against a bare
   ``xgb.DMatrix`` + ``xgb.train`` on the same numpy matrix, same params, same rounds and
   the same validation set evaluated every round. Both run in one process, alternating.
@@ -28,8 +28,8 @@ DATASET = "retail_sales"
 # ====================================================================== child side
 def _setup(args: dict):
     """A throwaway lake whose one curated partition is the cached parquet file (hard link)."""
-    from freshet.contracts import load_contract
-    from freshet.lake import Lake
+    from freshet.data.contracts import load_contract
+    from freshet.data.lake import Lake
     from freshet.settings import Settings
 
     settings = Settings(lake_url=args["lake"], **args.get("settings", {}))
@@ -49,7 +49,7 @@ def _setup(args: dict):
 def _prepare_shipped(args: dict, meter, marks: dict | None = None):
     """What train_once does before fit, by the flow's own task functions (flows/train.py):
     a lazy load plus one stats scan, then features and split, a slice of series at a time."""
-    from freshet import train as T
+    import flows.train as T
 
     settings, lake, contract, entries = _setup(args)
     meter.base()
@@ -72,7 +72,7 @@ def _prepare_shipped(args: dict, meter, marks: dict | None = None):
 
 
 def _wape(booster, frame, features, target) -> float:
-    from freshet import model as M
+    from freshet.modeling import model as M
 
     return M.metrics(frame[target].to_numpy(), M.predict(booster, frame, features))["wape"]
 
@@ -80,8 +80,8 @@ def _wape(booster, frame, features, target) -> float:
 def job_train_overhead(args: dict, meter) -> dict:
     import xgboost as xgb
 
-    from freshet import features as F
-    from freshet import model as M
+    from freshet.modeling import features as F
+    from freshet.modeling import model as M
 
     settings, contract, stats, train, valid, holdout, timings = _prepare_shipped(args, meter)
     cols, target = F.feature_columns(contract), contract.target
@@ -126,8 +126,8 @@ def job_train_overhead(args: dict, meter) -> dict:
 
 def job_train_sweep(args: dict, meter) -> dict:
     """Each config: a full shipped fit (early stopping), its time, rounds and holdout WAPE."""
-    from freshet import features as F
-    from freshet import model as M
+    from freshet.modeling import features as F
+    from freshet.modeling import model as M
     from freshet.settings import Settings
 
     base, contract, _, train, valid, holdout, _ = _prepare_shipped(args, meter)
@@ -144,9 +144,8 @@ def job_train_sweep(args: dict, meter) -> dict:
 
 
 def job_scale_shipped(args: dict, meter) -> dict:
-    from freshet import features as F
-    from freshet import model as M
-    from freshet.train import ROWS_PER_FEATURE_SLICE
+    from freshet.modeling import features as F
+    from freshet.modeling import model as M
 
     marks: dict[str, int] = {}
     settings, contract, stats, train, valid, holdout, timings = _prepare_shipped(args, meter, marks)
@@ -155,7 +154,7 @@ def job_scale_shipped(args: dict, meter) -> dict:
     timings["fit"] = fitted.seconds
     marks["peak_in_fit"] = meter.stage_peak()
     return {"rows": stats["rows"], "rows_train": train.height, "rounds": fitted.rounds, "timings": timings,
-            "slices": max(1, -(-stats["rows"] // ROWS_PER_FEATURE_SLICE)), **marks}
+            "slices": max(1, -(-stats["rows"] // F.ROWS_PER_FEATURE_SLICE)), **marks}
 
 
 # ====================================================================== parent side

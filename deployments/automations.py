@@ -23,7 +23,7 @@ from prefect.events.actions import RunDeployment, SendNotification
 from prefect.events.schemas.automations import EventTrigger, Posture
 
 from freshet import events
-from freshet.contracts import Contract, load_all
+from freshet.data.contracts import Contract, load_all
 from freshet.settings import Settings, get_settings
 
 WATCHDOG = "watchdog/watchdog"

@@ -15,9 +15,9 @@ from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from freshet import events
-from freshet.contracts import Contract, load_contract
-from freshet.ingestion import Admission, admit_file, landing_path
-from freshet.lake import Lake
+from freshet.data.contracts import Contract, load_contract
+from freshet.data.ingestion import Admission, admit_file, landing_path
+from freshet.data.lake import Lake
 from freshet.settings import Settings, get_settings
 
 

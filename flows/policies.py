@@ -1,267 +1,79 @@
-"""Retraining policies for the scheduling lab: pure functions from an arrival trace to training times.
+"""The ``policies`` flow: the scheduling lab as a Prefect flow, runnable from the UI, with artifacts.
 
-A policy answers one question: given what lands, and when, at which moments does
-it start a training run for which dataset? ``schedule(trace)`` returns those
-moments. It is a pure function of the trace (no I/O, no clock, no randomness), so
-it can be tested on hand-made traces with known answers, and it must be causal:
-a training it schedules at time ``t`` may depend only on arrivals landed at or
-before ``t`` (``tests/test_policies.py`` checks every shipped policy for this).
-
-What happens at a scheduled moment is the replay's business
-(``freshet.replay``), and follows ``train``: the run takes the dataset's training
-slot, reads what has landed by then, ends as "nothing new" if a model was already
-trained on exactly that data, and otherwise trains, evaluates and maybe promotes.
-
-Arrivals that landed at or before ``trace.start`` are the history: every policy
-starts from a model trained on them, so policies schedule only in
-``(trace.start, trace.end]``.
-
-Adding a policy: write a frozen dataclass with a ``name`` and a
-``schedule(self, trace) -> list[TrainAt]`` method, e.g.::
-
-    @dataclass(frozen=True)
-    class EveryOtherArrival:
-        name: str = "every 2nd file"
-
-        def schedule(self, trace: Trace) -> list[TrainAt]:
-            return [TrainAt(a.dataset, a.landed_at)
-                    for d in trace.datasets for a in trace.new_arrivals(d)[1::2]]
-
-and pass it to ``freshet.replay.run_lab(..., policies=[*default_policies(), EveryOtherArrival()])``.
-Reads no settings.
+Replays an arrival trace (generated, or the lake's own manifest) through the
+retraining policies of ``freshet.lab.policies`` with the replay engine of
+``freshet.lab.replay``, writes ``report.json`` and ``chart.png`` to ``out``, and
+publishes a table artifact (``freshet-policies``) and a markdown report with the
+chart embedded (``freshet-policies-report``). Reads freshet's settings like
+``train`` does (the lake for ``from_lake``, holdout and promotion settings), with
+the lab's smaller XGBoost budget on top.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass, field
-from datetime import date, datetime, time, timedelta
-from typing import NamedTuple, Protocol, runtime_checkable
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.cache_policies import NO_CACHE
+
+from freshet.lab import replay
+from freshet.lab.policies import Policy, Trace, default_policies
+from freshet.settings import get_settings
 
 
-@dataclass(frozen=True)
-class Arrival:
-    """One landed batch (a file admitted to the lake): what a ``data.landed`` event announces."""
-
-    dataset: str
-    batch: str  # unique id, e.g. the manifest's content hash
-    landed_at: datetime
-    rows: int
-    min_time: date | datetime
-    max_time: date | datetime
+@task(name="build-trace", cache_policy=NO_CACHE)
+def trace_task(from_lake: bool, datasets: int, days: int, seed: int) -> tuple[Trace, Any, dict]:
+    return replay.build_trace(from_lake, datasets, days, seed, get_settings())
 
 
-@dataclass(frozen=True)
-class Trace:
-    """Every arrival of every dataset, oldest first, and the replayed window ``(start, end]``."""
-
-    arrivals: tuple[Arrival, ...]
-    start: datetime
-    end: datetime
-    _by_dataset: dict[str, tuple[Arrival, ...]] = field(init=False, repr=False, compare=False)
-
-    def __post_init__(self) -> None:
-        if self.end <= self.start:
-            raise ValueError(f"trace ends ({self.end}) before it starts ({self.start})")
-        ordered = tuple(sorted(self.arrivals, key=lambda a: (a.landed_at, a.dataset, a.batch)))
-        if len({(a.dataset, a.batch) for a in ordered}) != len(ordered):
-            raise ValueError("batch ids must be unique per dataset")
-        object.__setattr__(self, "arrivals", ordered)
-        groups: dict[str, list[Arrival]] = {}
-        for a in ordered:
-            groups.setdefault(a.dataset, []).append(a)
-        object.__setattr__(self, "_by_dataset", {d: tuple(v) for d, v in sorted(groups.items())})
-
-    @property
-    def datasets(self) -> tuple[str, ...]:
-        return tuple(self._by_dataset)
-
-    def of(self, dataset: str) -> tuple[Arrival, ...]:
-        """Every arrival of one dataset, oldest first."""
-        return self._by_dataset.get(dataset, ())
-
-    def history(self, dataset: str) -> tuple[Arrival, ...]:
-        """Arrivals landed at or before the start: what every policy's first model is trained on."""
-        return tuple(a for a in self.of(dataset) if a.landed_at <= self.start)
-
-    def new_arrivals(self, dataset: str) -> tuple[Arrival, ...]:
-        """Arrivals inside the replayed window ``(start, end]``."""
-        return tuple(a for a in self.of(dataset) if self.start < a.landed_at <= self.end)
-
-    def landed_by(self, dataset: str, moment: datetime) -> tuple[Arrival, ...]:
-        """What a run starting at ``moment`` can read: arrivals landed at or before it."""
-        return tuple(a for a in self.of(dataset) if a.landed_at <= moment)
+# The engine holds the memoised trainings: tasks run in this process, one after another.
+@task(name="replay-policy", task_run_name="replay {policy.name}", cache_policy=NO_CACHE)
+def replay_task(engine: replay.Replay, policy: Policy) -> replay.PolicyRun:
+    return engine.run_policy(policy)
 
 
-class TrainAt(NamedTuple):
-    """A policy's decision: start a training run for ``dataset`` at ``at``."""
-
-    dataset: str
-    at: datetime
-
-
-@runtime_checkable
-class Policy(Protocol):
-    """A retraining policy: a name for reports and a pure, causal schedule."""
-
-    name: str
-
-    def schedule(self, trace: Trace) -> list[TrainAt]: ...
-
-
-def clock_ticks(start: datetime, end: datetime, at: time, every: timedelta) -> list[datetime]:
-    """Wall-clock moments ``at`` (in ``start``'s time zone), one ``every`` apart, inside ``(start, end]``."""
-    tick = datetime.combine(start.date(), at, tzinfo=start.tzinfo)
-    while tick <= start:
-        tick += every
-    out = []
-    while tick <= end:
-        out.append(tick)
-        tick += every
-    return out
+@task(name="publish-lab-artifacts", cache_policy=NO_CACHE)
+def publish(report: dict[str, Any], chart: Path, report_path: Path) -> None:
+    create_table_artifact(key="freshet-policies", table=replay.table_rows(report),
+                          description="Retraining policies: cost, staleness and accuracy, all datasets")
+    per_dataset = "\n\n".join(f"### {d}\n\n{replay.format_table(replay.table_rows(report, d))}"
+                              for d in report["trace"]["datasets"])
+    notes = replay.format_report(report).rsplit("\n\n", 1)[-1]
+    markdown = (
+        f"# Retraining policies\n\n{report['source']} trace, {report['trace']['start'][:10]} .. "
+        f"{report['trace']['end'][:10]}; replay took {report['runtime_seconds']:.0f} s.\n\n"
+        f"{replay.format_table(replay.table_rows(report))}\n\n{notes}\n\n"
+        f"![staleness and error over time]({replay.chart_data_uri(chart)})\n\n"
+        f"Chart: `{chart}`, report: `{report_path}`\n\n## Per dataset\n\n{per_dataset}\n"
+    )
+    create_markdown_artifact(key="freshet-policies-report", markdown=markdown,
+                             description="Retraining policies compared on a replayed arrival trace")
 
 
-def _sorted(items: list[TrainAt]) -> list[TrainAt]:
-    return sorted(items, key=lambda t: (t.at, t.dataset))
+@flow(name="policies", log_prints=True)
+def policies(datasets: int = 3, days: int = 56, seed: int = 7, threshold_hours: float = 24.0,
+             from_lake: bool = False, out: str = ".freshet/policies") -> dict:
+    """Compare retraining policies (clock, weekly, round-robin, event-driven, debounced, gated) on a replayed trace.
 
-
-@dataclass(frozen=True)
-class FixedInterval:
-    """Retrain every dataset on a clock, e.g. daily at 09:00, whether or not anything landed."""
-
-    every: timedelta = timedelta(days=1)
-    at: time = time(9, 0)
-    name: str = "daily 09:00"
-
-    def schedule(self, trace: Trace) -> list[TrainAt]:
-        return _sorted([TrainAt(d, t) for t in clock_ticks(trace.start, trace.end, self.at, self.every)
-                        for d in trace.datasets])
-
-
-@dataclass(frozen=True)
-class Weekly:
-    """Retrain every dataset once a week, e.g. Monday 09:00 (weekday 0 is Monday)."""
-
-    weekday: int = 0
-    at: time = time(9, 0)
-    name: str = "weekly Mon 09:00"
-
-    def schedule(self, trace: Trace) -> list[TrainAt]:
-        ticks = clock_ticks(trace.start, trace.end, self.at, timedelta(days=1))
-        return _sorted([TrainAt(d, t) for t in ticks if t.weekday() == self.weekday for d in trace.datasets])
-
-
-@dataclass(frozen=True)
-class RoundRobin:
-    """One dataset per slot, in turn (alphabetical), e.g. one training each day at 09:00."""
-
-    every: timedelta = timedelta(days=1)
-    at: time = time(9, 0)
-    name: str = "round-robin daily"
-
-    def schedule(self, trace: Trace) -> list[TrainAt]:
-        names = trace.datasets
-        if not names:
-            return []
-        ticks = clock_ticks(trace.start, trace.end, self.at, self.every)
-        return [TrainAt(names[i % len(names)], t) for i, t in enumerate(ticks)]
-
-
-@dataclass(frozen=True)
-class EventDriven:
-    """Train on every ``data.landed``: one run per arrival, at its landing time (freshet's default)."""
-
-    name: str = "event-driven"
-
-    def schedule(self, trace: Trace) -> list[TrainAt]:
-        return _sorted([TrainAt(a.dataset, a.landed_at) for d in trace.datasets for a in trace.new_arrivals(d)])
-
-
-def _debounce(times: Sequence[datetime], quiet: timedelta, max_wait: timedelta, end: datetime) -> list[datetime]:
-    """Fire ``quiet`` after the last of a run of arrivals, or ``max_wait`` after its first, whichever is sooner."""
-    out: list[datetime] = []
-    first = last = None
-    for t in times:
-        if first is not None and t > min(last + quiet, first + max_wait):
-            out.append(min(last + quiet, first + max_wait))
-            first = None
-        if first is None:
-            first = t
-        last = t
-    if first is not None:
-        out.append(min(last + quiet, first + max_wait))
-    return [t for t in out if t <= end]
-
-
-@dataclass(frozen=True)
-class Debounced:
-    """Event-driven, but wait for a quiet period (no arrival for ``quiet``), at most ``max_wait`` after the first."""
-
-    quiet: timedelta = timedelta(hours=1)
-    max_wait: timedelta = timedelta(hours=6)
-    name: str = "debounce 1h / max 6h"
-
-    def __post_init__(self) -> None:
-        if self.quiet < timedelta(0) or self.max_wait < self.quiet:
-            raise ValueError(f"need 0 <= quiet <= max_wait, got quiet={self.quiet}, max_wait={self.max_wait}")
-
-    def schedule(self, trace: Trace) -> list[TrainAt]:
-        return _sorted([TrainAt(d, t) for d in trace.datasets
-                        for t in _debounce([a.landed_at for a in trace.new_arrivals(d)], self.quiet, self.max_wait,
-                                           trace.end)])
-
-
-@dataclass(frozen=True)
-class Gated:
-    """Event-driven, but only once the rows landed since the last training reach ``min_new_share`` of the
-    rows that training used (``max_wait``, if set, bounds how long a trickle of small files can wait)."""
-
-    min_new_share: float = 0.01
-    max_wait: timedelta | None = None
-    name: str = "gated >= 1% new rows"
-
-    def schedule(self, trace: Trace) -> list[TrainAt]:
-        out: list[TrainAt] = []
-        for d in trace.datasets:
-            trained_rows = sum(a.rows for a in trace.history(d))
-            new_rows, first_new = 0, None
-            for a in trace.new_arrivals(d):
-                if self.max_wait is not None and first_new is not None and a.landed_at > first_new + self.max_wait:
-                    out.append(TrainAt(d, first_new + self.max_wait))
-                    trained_rows, new_rows, first_new = trained_rows + new_rows, 0, None
-                new_rows += a.rows
-                first_new = first_new or a.landed_at
-                if new_rows >= self.min_new_share * trained_rows:
-                    out.append(TrainAt(d, a.landed_at))
-                    trained_rows, new_rows, first_new = trained_rows + new_rows, 0, None
-            if self.max_wait is not None and first_new is not None and first_new + self.max_wait <= trace.end:
-                out.append(TrainAt(d, first_new + self.max_wait))
-        return _sorted(out)
-
-
-@dataclass(frozen=True)
-class Never:
-    """No retraining at all: the first model serves forever. A reference point, not a recommendation."""
-
-    name: str = "never (reference)"
-
-    def schedule(self, trace: Trace) -> list[TrainAt]:
-        return []
-
-
-def default_policies() -> list[Policy]:
-    """The policies the lab compares by default, clocks first, then the event-driven family."""
-    return [FixedInterval(), Weekly(), RoundRobin(), EventDriven(), Debounced(), Gated(), Never()]
-
-
-def checked_schedule(policy: Policy, trace: Trace) -> list[TrainAt]:
-    """``policy.schedule(trace)``, refusing decisions outside the window or for unknown datasets."""
-    out = list(policy.schedule(trace))
-    known = set(trace.datasets)
-    for item in out:
-        if item.dataset not in known:
-            raise ValueError(f"policy {policy.name!r} scheduled unknown dataset {item.dataset!r}")
-        if not trace.start < item.at <= trace.end:
-            raise ValueError(f"policy {policy.name!r} scheduled {item.dataset} at {item.at}, outside "
-                             f"the replayed window ({trace.start}, {trace.end}]")
-    return _sorted(out)
+    Args:
+        datasets: Number of synthetic datasets in the generated trace (ignored with from_lake).
+        days: Days of arrivals in the generated trace (ignored with from_lake).
+        seed: Seed of the generated trace, for a reproducible comparison.
+        threshold_hours: Report the share of time the serving model lags the newest landed data by more than this.
+        from_lake: Replay what really landed: the manifest of every dataset in the lake (FRESHET_LAKE_URL).
+        out: Folder (on the machine running the flow) for report.json and chart.png.
+    """
+    log = get_run_logger()
+    settings = get_settings()
+    trace, source, contracts = trace_task(from_lake, datasets, days, seed)
+    report = replay.run_lab(trace, source, contracts, default_policies(), replay.lab_settings(settings),
+                            replay.LabConfig(threshold=timedelta(hours=threshold_hours)),
+                            source_name="lake" if from_lake else "synthetic", progress=log.info, runner=replay_task)
+    report_path, chart = replay.write_outputs(report, Path(out))
+    publish(report, chart, report_path)
+    print(replay.format_report(report))
+    return {"report": str(report_path.resolve()), "chart": str(chart.resolve()),
+            "policies": {p["name"]: p["total"] for p in report["policies"]}}

@@ -24,17 +24,15 @@ from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
 
 import freshet
-from freshet import events, registry
-from freshet import features as F
-from freshet import model as M
-from freshet.contracts import Contract, load_contract
-from freshet.ingestion import UriRejected, admit_file, landing_path, load_curated, read_manifest, unknown_landing_files
-from freshet.lake import Lake
+from freshet import events
+from freshet.modeling import registry
+from freshet.modeling import features as F
+from freshet.modeling import model as M
+from freshet.data.contracts import Contract, load_contract
+from freshet.data.ingestion import UriRejected, admit_file, landing_path, load_curated, read_manifest, unknown_landing_files
+from freshet.data.lake import Lake
 from freshet.locks import dataset_lock
 from freshet.settings import Settings, get_settings
-
-# Features are built this many rows of series at a time (bounds the joins' memory).
-ROWS_PER_FEATURE_SLICE = 5_000_000
 
 # Every task takes ``cache_policy=NO_CACHE``: Prefect's default policy hashes each input,
 # which pickles whole frames (about 1 s and a full copy per million rows); the manifest,
@@ -105,7 +103,7 @@ def load_data(contract: Contract, entries: list[dict[str, Any]], settings: Setti
 def features_task(contract: Contract, data: pl.LazyFrame, stats: dict[str, Any], settings: Settings) -> tuple[pl.DataFrame, ...]:
     """Train / validation / holdout frames, feature columns as float32, about 5 M rows of series at a time."""
     return F.training_frames(data, contract, stats["max"], settings.holdout_periods, settings.validation_periods,
-                             partitions=max(1, -(-stats["rows"] // ROWS_PER_FEATURE_SLICE)))
+                             partitions=max(1, -(-stats["rows"] // F.ROWS_PER_FEATURE_SLICE)))
 
 
 @task(name="fit", cache_policy=NO_CACHE)
@@ -158,12 +156,6 @@ def _emit(name: str, dataset: str, payload: dict, keys: list[str]) -> None:
         events.emit(events.build_event(name, dataset, payload, keys))
     except events.EmitError as exc:
         get_run_logger().error("%s; the registry already holds the outcome, nothing is lost", exc)
-
-
-def covered_by(models: list[dict[str, Any]], fingerprint: str) -> dict[str, Any] | None:
-    """The newest model already trained on exactly this data, if any."""
-    matches = [m for m in models if m["fingerprint"] == fingerprint]
-    return matches[-1] if matches else None
 
 
 def train_once(contract: Contract, entries: list[dict[str, Any]], settings: Settings, event_id: str | None) -> dict[str, Any]:
@@ -331,7 +323,7 @@ def train(dataset: str = "retail_sales", uris: list[str] | None = None, event_id
                 print(f"train {dataset}: the manifest is empty; land and ingest data first")
                 return {"dataset": dataset, "status": "no-data"}
             fingerprint = registry.data_fingerprint([e["content_hash"] for e in entries])
-            existing = covered_by(registry.list_models(lake, dataset), fingerprint)
+            existing = registry.covered_by(registry.list_models(lake, dataset), fingerprint)
             if existing and not force:
                 _finish_interrupted_promotion(lake, dataset, existing, settings)
                 break

@@ -16,17 +16,12 @@ from typing import Any
 from prefect import flow, get_run_logger
 from prefect.deployments import run_deployment
 
-from freshet import events, registry
-from freshet.contracts import list_datasets, load_contract
-from freshet.ingestion import read_manifest, unknown_landing_files
-from freshet.lake import Lake
+from freshet import events
+from freshet.modeling import registry
+from freshet.data.contracts import list_datasets, load_contract
+from freshet.data.ingestion import read_manifest, unknown_landing_files
+from freshet.data.lake import Lake
 from freshet.settings import get_settings
-
-
-def uncovered(entries: list[dict[str, Any]], models: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Manifest entries that no registered model has in its lineage."""
-    seen = {item["content_hash"] for m in models for item in m.get("lineage", [])}
-    return [e for e in entries if e["content_hash"] not in seen]
 
 
 @flow(name="watchdog", log_prints=True)
@@ -45,7 +40,7 @@ def watchdog(dataset: str | None = None, reason: str = "schedule") -> dict:
     for name in names:
         contract = load_contract(name, settings.contracts_dir)
         entries = read_manifest(lake, name)
-        missing = uncovered(entries, registry.list_models(lake, name))
+        missing = registry.uncovered(entries, registry.list_models(lake, name))
         unannounced = unknown_landing_files(lake, name, entries)
         last_landing = max((e["landed_at"] for e in entries), default=None)
         item: dict[str, Any] = {"files": len(entries), "uncovered": len(missing), "unannounced": len(unannounced),

@@ -3,7 +3,7 @@
 Layers (see STYLE.md): pure-function tests need none of these; flow tests ask for
 ``prefect_api`` (one temporary Prefect server for the whole session) and a lake
 (``lake_env`` for a local folder, ``s3_lake`` for moto, or ``any_lake`` for both);
-end-to-end fixtures live in ``tests/e2e_stack.py`` (imported at the bottom of this file).
+end-to-end fixtures live in ``tests/e2e/stack.py`` (imported at the bottom of this file).
 
 Every test starts with no ``FRESHET_*`` variable set, so a developer's own
 settings never leak into a run.
@@ -31,11 +31,11 @@ os.environ.setdefault("OMP_WAIT_POLICY", "passive")
 import polars as pl
 import pytest
 
-from freshet.generate import generate_retail_sales
-from freshet.ingestion import read_manifest
-from freshet.lake import Lake
+from freshet.data.generate import generate_retail_sales
+from freshet.data.ingestion import read_manifest
+from freshet.data.lake import Lake
 from freshet.settings import get_settings
-from freshet.stack import free_port
+from freshet.ops.stack import free_port
 
 DATASET = "retail_sales"
 BUCKET = "freshet-test"
@@ -49,7 +49,7 @@ FAKE_AWS = {
 
 
 # one polling helper for every layer (defined beside the end-to-end fixtures)
-from e2e_stack import poll as wait_for  # noqa: E402
+from tests.e2e.stack import poll as wait_for  # noqa: E402
 
 
 # --------------------------------------------------------------------- isolation
@@ -227,6 +227,6 @@ def run_events(run_id: str, name: str, count: int = 1, timeout: float = 30.0) ->
 
 # --------------------------------------------------------------------- end-to-end
 # The real stack (`prefect server start` + deployments + a worker, marker `e2e`) lives
-# in tests/e2e_stack.py; its fixtures are imported here so test modules can request
+# in tests/e2e/stack.py; its fixtures are imported here so test modules can request
 # them. Nothing above depends on them, and the flow tests above never start it.
-from e2e_stack import e2e, e2e_client  # noqa: E402,F401
+from tests.e2e.stack import e2e, e2e_client  # noqa: E402,F401

@@ -11,7 +11,9 @@ import sys
 import time
 from pathlib import Path
 
-from freshet import events
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the checkout, for flows/
+
+from freshet import events  # noqa: E402
 
 barrier = Path(sys.argv[1])
 real_emit = events.emit
@@ -29,7 +31,7 @@ def emit_after_barrier(event, timeout: float = 20.0):
 
 events.emit = emit_after_barrier
 
-from freshet.ingest import ingest  # noqa: E402 - after the barrier is in place
+from flows.ingest import ingest  # noqa: E402 - after the barrier is in place
 
 state = ingest(dataset=sys.argv[2], uris=sys.argv[3:], return_state=True)
 print(f"FINAL STATE {state.type.value}: {state.message}", flush=True)

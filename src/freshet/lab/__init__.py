@@ -1,0 +1,1 @@
+"""The policy lab: retraining policies and the replay engine that compares them on an arrival trace."""

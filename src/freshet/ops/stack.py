@@ -1,0 +1,298 @@
+"""The local stack behind ``freshet up`` / ``down``: a real Prefect server and a process worker.
+
+Everything binds to 127.0.0.1. The server keeps its SQLite database in a
+project-local Prefect home (``<stack_dir>/prefect-home``); logs go to
+``<stack_dir>/server.log`` and ``worker.log``; ``<stack_dir>/state.json`` records
+the process ids (with their start times, so a recycled pid is never killed),
+the port and the environment the worker got. ``down`` stops exactly those.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from base64 import b64encode
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from freshet.settings import Settings
+
+POOL = "freshet"
+# Low pickup latency: the worker asks for runs every second (Prefect's default is 10 s)
+# and may start runs scheduled up to 5 s ahead.
+# OMP_WAIT_POLICY=PASSIVE: XGBoost's idle OpenMP threads sleep instead of spinning, which
+# otherwise slows a fit many times over when several runs share 2 cores.
+WORKER_ENV = {"PREFECT_WORKER_QUERY_SECONDS": "1", "PREFECT_WORKER_PREFETCH_SECONDS": "5", "OMP_WAIT_POLICY": "PASSIVE"}
+WORKER_LIMIT = 4
+# A run held back by a deployment concurrency limit (ENQUEUE) is retried after this many
+# seconds (Prefect's default is 30).
+SERVER_ENV = {"PREFECT_SERVER_API_HOST": "127.0.0.1", "PREFECT_SERVER_DEPLOYMENTS_CONCURRENCY_SLOT_WAIT_SECONDS": "2"}
+
+
+class StackError(RuntimeError):
+    """The local stack could not be started or reached; the message says where to look."""
+
+
+def project_root() -> Path:
+    """The checkout holding deployments/prefect.yaml: the current directory upwards, else the package's."""
+    here = Path.cwd().resolve()
+    for candidate in [here, *here.parents, Path(__file__).resolve().parents[3]]:
+        if (candidate / "deployments" / "prefect.yaml").is_file():
+            return candidate
+    raise StackError("cannot find deployments/prefect.yaml: run freshet from its checkout")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def port_in_use(port: int) -> bool:
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+def _start_time(pid: int) -> str | None:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return None
+
+
+def alive(proc: dict) -> bool:
+    """Is the recorded process still the one we started (same pid and start time)?"""
+    pid = proc.get("pid")
+    if not pid:
+        return False
+    started = _start_time(pid)
+    if started is None:
+        try:
+            os.kill(pid, 0)
+        except OSError:
+            return False
+        return proc.get("start_time") is None
+    return started == proc.get("start_time")
+
+
+def auth_headers(auth: str | None = None) -> dict[str, str]:
+    auth = auth or os.environ.get("PREFECT_API_AUTH_STRING")
+    return {"Authorization": "Basic " + b64encode(auth.encode()).decode()} if auth else {}
+
+
+def healthy(api_url: str, timeout: float = 2.0, auth: str | None = None) -> bool:
+    """Prefect's health endpoint answers without credentials; sending them does no harm."""
+    try:
+        req = urllib.request.Request(f"{api_url}/health", headers=auth_headers(auth))
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
+            return resp.status == 200 and resp.read().strip() == b"true"
+    except OSError:
+        return False
+
+
+def wait_until(what: str, check: Callable[[], bool], timeout: float, log_hint: str = "", every: float = 5.0,
+               out=print) -> None:
+    """Poll ``check`` until it holds, printing progress; raise ``StackError`` at the deadline."""
+    start = time.monotonic()
+    last = start
+    while not check():
+        now = time.monotonic()
+        if now - start > timeout:
+            raise StackError(f"{what}: not ready after {timeout:.0f} s. {log_hint}".strip())
+        if now - last >= every:
+            out(f"  ... {what} ({now - start:.0f} s)")
+            last = now
+        time.sleep(0.25)
+
+
+@dataclass
+class Stack:
+    """The local stack's files and processes."""
+
+    settings: Settings
+    extra_env: dict[str, str] | None = None  # e.g. basic-auth strings for a stack started by tests
+
+    @property
+    def dir(self) -> Path:
+        return self.settings.stack_dir
+
+    @property
+    def state_path(self) -> Path:
+        return self.dir / "state.json"
+
+    @property
+    def home(self) -> Path:
+        return self.dir / "prefect-home"
+
+    def state(self) -> dict:
+        try:
+            return json.loads(self.state_path.read_text())
+        except (OSError, ValueError):
+            return {}
+
+    def save(self, state: dict) -> None:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        tmp = self.state_path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(state, indent=2))
+        os.replace(tmp, self.state_path)
+
+    def api_url(self) -> str | None:
+        state = self.state()
+        return f"http://127.0.0.1:{state['port']}/api" if state.get("port") else None
+
+    def running(self) -> bool:
+        state = self.state()
+        return bool(state) and alive(state.get("server", {})) and healthy(self.api_url() or "")
+
+    def client_env(self, extra: dict[str, str] | None = None) -> dict[str, str]:
+        """Environment for Prefect clients and workers talking to this stack."""
+        env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
+        keep = ("PREFECT_API_AUTH_STRING", "PREFECT_SERVER_API_AUTH_STRING", "PREFECT_LOGGING_LEVEL")
+        env.update({k: os.environ[k] for k in keep if k in os.environ})
+        env.update(self.extra_env or {})
+        env.update({
+            "PREFECT_HOME": str(self.home),
+            "PREFECT_API_URL": self.api_url() or "",
+            "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+            "FRESHET_LAKE_URL": self.settings.lake_url,
+            "FRESHET_CONTRACTS_DIR": str(self.settings.contracts_dir),
+            "FRESHET_STACK_DIR": str(self.settings.stack_dir),
+        })
+        env.update(extra or {})
+        return env
+
+    def _spawn(self, name: str, cmd: list[str], env: dict[str, str], cwd: Path) -> dict:
+        log = open(self.dir / f"{name}.log", "ab")
+        proc = subprocess.Popen(cmd, env=env, cwd=cwd, stdout=log, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL, start_new_session=True)
+        log.close()
+        time.sleep(0.05)
+        return {"pid": proc.pid, "start_time": _start_time(proc.pid), "cmd": cmd[:4]}
+
+    def up(self, out=print) -> str:
+        """Start server, work pool, deployments, automations and worker; return the API URL."""
+        root = project_root()
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.home.mkdir(parents=True, exist_ok=True)
+        state = self.state()
+        prefect = _prefect_executable()
+        if self.running():
+            out(f"server already running on {self.api_url()} (pid {state['server']['pid']})")
+        else:
+            # a restart keeps the port, so running workers and clients find the server again
+            port = state.get("port") or self.settings.stack_port or free_port()
+            if port_in_use(port):
+                port = free_port()
+                out(f"port {self.settings.stack_port} is busy; using {port}")
+            state = {**{k: v for k, v in state.items() if k == "worker"}, "port": port}
+            self.save(state)
+            env = self.client_env(SERVER_ENV)
+            env.pop("PREFECT_API_URL")
+            out(f"starting Prefect server on http://127.0.0.1:{port} (log: {self.dir / 'server.log'})")
+            state["server"] = self._spawn("server", [prefect, "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+                                          env, root)
+            self.save(state)
+            wait_until("waiting for the server's health check", lambda: healthy(self.api_url(), auth=env.get("PREFECT_SERVER_API_AUTH_STRING")), 180,
+                       f"See {self.dir / 'server.log'}.", out=out)
+            out("server is healthy")
+        env = self.client_env()
+        out(f"creating work pool '{POOL}' and deploying from deployments/prefect.yaml")
+        _run([prefect, "--no-prompt", "work-pool", "create", POOL, "--type", "process", "--overwrite"], env, root, self.dir)
+        deploy(env, root, self.dir)
+        if not alive(state.get("worker", {})):
+            worker_env = {**env, **WORKER_ENV}
+            state["worker"] = self._spawn(
+                "worker", [prefect, "worker", "start", "--pool", POOL, "--type", "process", "--limit", str(WORKER_LIMIT)],
+                worker_env, root)
+            state["worker_env"] = {k: worker_env[k] for k in (*WORKER_ENV, "FRESHET_LAKE_URL", "FRESHET_CONTRACTS_DIR")}
+            self.save(state)
+            wait_until("waiting for the worker to come online", lambda: _worker_online(env), 90,
+                       f"See {self.dir / 'worker.log'}.", out=out)
+        out(f"worker is polling pool '{POOL}' every {WORKER_ENV['PREFECT_WORKER_QUERY_SECONDS']} s "
+            f"(pid {state['worker']['pid']})")
+        out(f"UI: {self.api_url().removesuffix('/api')}   lake: {self.settings.lake_url}")
+        return self.api_url()
+
+    def down(self, out=print) -> list[int]:
+        """Stop exactly the processes ``up`` started (their process groups), nothing else."""
+        state = self.state()
+        stopped = []
+        for name in ("worker", "server"):
+            proc = state.get(name)
+            if not proc:
+                continue
+            if not alive(proc):
+                out(f"{name} (pid {proc['pid']}) is not running")
+                continue
+            _terminate_group(proc["pid"])
+            stopped.append(proc["pid"])
+            out(f"stopped {name} (pid {proc['pid']})")
+        if state:
+            self.save({k: v for k, v in state.items() if k not in ("server", "worker")})
+        return stopped
+
+
+def _prefect_executable() -> str:
+    exe = Path(sys.executable).with_name("prefect")
+    return str(exe) if exe.exists() else (shutil.which("prefect") or "prefect")
+
+
+def _run(cmd: list[str], env: dict[str, str], cwd: Path, logdir: Path) -> str:
+    result = subprocess.run(cmd, env=env, cwd=cwd, capture_output=True, text=True)
+    with open(logdir / "setup.log", "a") as log:
+        log.write(f"$ {' '.join(cmd)}\n{result.stdout}\n{result.stderr}\n")
+    if result.returncode != 0:
+        tail = (result.stderr or result.stdout).strip().splitlines()[-8:]
+        raise StackError(f"`{' '.join(cmd[1:4])} ...` failed (exit {result.returncode}):\n  " + "\n  ".join(tail))
+    return result.stdout
+
+
+def deploy(env: dict[str, str], root: Path, logdir: Path) -> None:
+    """``prefect deploy --all`` from deployments/prefect.yaml, then the code-defined automations."""
+    logdir.mkdir(parents=True, exist_ok=True)
+    prefect = _prefect_executable()
+    _run([prefect, "--no-prompt", "deploy", "--all", "--prefect-file", "deployments/prefect.yaml"], env, root, logdir)
+    _run([sys.executable, "deployments/automations.py"], env, root, logdir)
+
+
+def _worker_online(env: dict[str, str]) -> bool:
+    req = urllib.request.Request(
+        f"{env['PREFECT_API_URL']}/work_pools/{POOL}/workers/filter",
+        data=b"{}", headers={"Content-Type": "application/json", **auth_headers(env.get("PREFECT_API_AUTH_STRING"))},
+        method="POST",
+    )
+    try:
+        with urllib.request.urlopen(req, timeout=3) as resp:
+            return any(w.get("status") == "ONLINE" for w in json.loads(resp.read()))
+    except OSError:
+        return False
+
+
+def _terminate_group(pid: int, grace: float = 15.0) -> None:
+    try:
+        os.killpg(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(pid, 0)
+        except ProcessLookupError:
+            return
+        try:  # reap if it is our child
+            os.waitpid(pid, os.WNOHANG)
+        except ChildProcessError:
+            pass
+        time.sleep(0.2)
+    try:
+        os.killpg(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass

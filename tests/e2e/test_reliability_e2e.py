@@ -1,0 +1,301 @@
+"""Reliability of the chain, with faults injected for real against the e2e stack.
+
+Bursts and duplicates of ``data.landed``, a staleness alarm, a worker killed
+(SIGKILL) during training, and a Prefect server that is down while ``ingest``
+announces its data. Each test asserts the outcome a user relies on: no lost
+files, bounded training, no half-written model visible, and recovery.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from datetime import date, timedelta
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from tests.e2e.stack import AUTH, E2E, REPO, poll, write_contract
+from freshet import events
+from freshet.modeling import registry
+from freshet.data.generate import generate_retail_sales
+from freshet.data.lake import Lake
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+
+
+def land(e2e: E2E, dataset: str, name: str, frame: pl.DataFrame) -> str:
+    folder = e2e.lake / "landing" / dataset
+    folder.mkdir(parents=True, exist_ok=True)
+    frame.write_csv(folder / name)
+    return str(folder / name)
+
+
+def announce(dataset: str, uris: list[str], key: str | None = None):
+    """What an external ingestion job sends: data.landed naming the files."""
+    payload = {"dataset": dataset, "uris": uris}
+    event = events.build_event(events.DATA_LANDED, dataset, payload, [key or ",".join(uris)])
+    events.emit(event)
+    return event
+
+
+def train_runs_all(client):
+    from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId
+
+    dep = client.read_deployment_by_name("train/train")
+    return client.read_flow_runs(deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[dep.id])), limit=200)
+
+
+def train_runs(client, dataset: str):
+    return [r for r in train_runs_all(client) if r.parameters.get("dataset") == dataset]
+
+
+def all_final(client, dataset: str):
+    runs = train_runs(client, dataset)
+    return runs if runs and all(r.state and r.state.is_final() for r in runs) else None
+
+
+def daily_batches(seed: int, history_days: int, batches: int, stores: int = 3, items: int = 4) -> list[pl.DataFrame]:
+    """A history file and then one file per day."""
+    start = date(2024, 1, 1)
+    frame = generate_retail_sales(seed=seed, stores=stores, items=items, days=history_days + batches, start=start)
+    cut = start + timedelta(days=history_days)
+    out = [frame.filter(pl.col("date") < cut)]
+    out += [frame.filter(pl.col("date") == cut + timedelta(days=i)) for i in range(batches)]
+    return out
+
+
+def test_interleaved_bursts_train_each_dataset_at_most_twice_and_cover_every_file(e2e: E2E, e2e_client):
+    lake = Lake(str(e2e.lake))
+    # the deployment's 2 slots are shared by every dataset: start when earlier tests' runs are done,
+    # so the timeline below is about these two datasets only
+    poll("earlier train runs to finish", lambda: all(r.state.is_final() for r in train_runs_all(e2e_client)), 180)
+    files = {}
+    for ds, seed in (("burst_a", 21), ("burst_b", 22)):
+        files[ds] = [land(e2e, ds, f"{ds}-{i:02d}.csv", f) for i, f in enumerate(daily_batches(seed, 260, 49))]
+    # 100 events within ~8 s: 50 per dataset, interleaved
+    for a, b in zip(files["burst_a"], files["burst_b"]):
+        announce("burst_a", [a])
+        announce("burst_b", [b])
+        time.sleep(0.08)
+
+    def covered(ds):
+        champ = registry.champion(lake, ds)
+        return champ if champ and {i["uri"] for i in champ["lineage"]} == set(files[ds]) else None
+
+    champs = {ds: poll(f"{ds}'s champion to cover all 50 files", lambda ds=ds: covered(ds), 300) for ds in files}
+    for ds in files:
+        runs = poll(f"every {ds} train run to finish", lambda ds=ds: all_final(e2e_client, ds), 180)
+        assert all(r.state.is_completed() for r in runs), [(r.name, r.state.message) for r in runs]
+        models = registry.list_models(lake, ds)
+        assert 1 <= len(models) <= 2, f"{ds}: {len(models)} trainings for one burst"
+        assert champs[ds]["rows"]["total"] == sum(pl.read_csv(f).height for f in files[ds])
+    # each dataset trained on its own: while a dataset waited for its training (from its
+    # first run's creation to its training's start), at most one training of the other
+    # dataset finished, and no run of the other dataset created after it ran to its end
+    # (runs the worker picks up in the same poll start in arbitrary order; that is no delay)
+    runs = {ds: train_runs(e2e_client, ds) for ds in files}
+    trainers = {ds: {m["flow_run_id"] for m in registry.list_models(lake, ds)} for ds in files}
+    timeline = "\n".join(
+        f"{ds} {r.name} created {r.created} start {r.start_time} end {r.end_time} "
+        f"{'trained' if str(r.id) in trainers[ds] else 'nothing new'}"
+        for ds in files for r in sorted(runs[ds], key=lambda r: r.created)
+    )
+    first = min(r.created for ds in files for r in runs[ds])
+    others = [r for r in train_runs_all(e2e_client) if r.parameters.get("dataset") not in files
+              and (r.end_time is None or r.end_time > first)]
+    timeline += "".join(f"\nother {r.parameters.get('dataset')} {r.name} created {r.created} start {r.start_time} "
+                        f"end {r.end_time} {r.state_name}" for r in others)
+    for ds, other in (("burst_a", "burst_b"), ("burst_b", "burst_a")):
+        created = min(r.created for r in runs[ds])
+        trained = e2e_client.read_flow_run(registry.list_models(lake, ds)[0]["flow_run_id"]).start_time
+        waited_for = [r for r in runs[other] if str(r.id) in trainers[other] and r.end_time and created < r.end_time < trained]
+        overtook = [r for r in runs[other] if r.created > created and r.end_time and r.end_time < trained]
+        assert len(waited_for) <= 1 and not overtook, f"{ds} waited behind {other}:\n{timeline}"
+
+
+def test_duplicate_events_create_no_second_run_or_model(e2e: E2E, e2e_client):
+    lake = Lake(str(e2e.lake))
+    ds = "burst_a"  # trained by the burst test, or trained here first
+    before_models = registry.list_models(lake, ds)
+    uri = sorted((e2e.lake / "landing" / ds).glob("*.csv"))[0] if before_models else None
+    if uri is None:
+        pytest.skip("needs the burst test's data")
+    before_runs = {r.id for r in train_runs(e2e_client, ds)}
+    # the very same event twice (same id): Prefect's trigger service drops the copy
+    event = announce(ds, [str(uri)], key="duplicate-check")
+    events.emit(event)
+    # the same content announced again under a new id: a run that ends "nothing new"
+    announce(ds, [str(uri)], key="duplicate-check-again")
+    new = poll("the runs for the duplicate events", lambda: [r for r in train_runs(e2e_client, ds)
+                                                         if r.id not in before_runs and r.state.is_final()] or None, 120)
+    time.sleep(0)  # no fixed wait: the poll above already waited for the final states
+    by_event = [r for r in train_runs(e2e_client, ds) if r.parameters.get("event_id") == str(event.id)]
+    assert len(by_event) <= 1
+    assert all(r.state.is_completed() for r in new)
+    assert len(registry.list_models(lake, ds)) == len(before_models), "a duplicate event trained a second model"
+
+
+def test_staleness_alarm_fires_for_a_dataset_without_data(e2e: E2E, e2e_client):
+    from prefect.events.filters import EventFilter, EventNameFilter, EventResourceFilter
+
+    ds = "quiet_d"
+    contract = write_contract(e2e.contracts, ds, staleness_hours=0.003)  # 10.8 s window
+    env = {**e2e.env, "PREFECT_API_AUTH_STRING": AUTH}
+    try:
+        subprocess.run([sys.executable, "deployments/automations.py"], env=env, cwd=REPO, check=True, timeout=120,
+                       capture_output=True)
+        alarm = poll(f"the {events.DATASET_STALE} event for {ds}", lambda: e2e_client.read_events(
+            filter=EventFilter(event=EventNameFilter(name=[events.DATASET_STALE]),
+                               resource=EventResourceFilter(id=[f"{events.RESOURCE_PREFIX}{ds}"])), limit=5).events, 120)
+        assert alarm[0].payload["dataset"] == ds
+        runs = [r for r in e2e_client.read_flow_runs(limit=200)
+                if r.parameters.get("dataset") == ds and r.parameters.get("reason") == "stale"]
+        assert runs and runs[0].created_by and runs[0].created_by.type == "AUTOMATION"
+    finally:
+        contract.unlink()
+        for automation in e2e_client.read_automations_by_name(f"freshet-stale-{ds}"):
+            e2e_client.delete_automation(automation.id)
+
+
+def _worker_pid(e2e: E2E) -> int:
+    return e2e.stack.state()["worker"]["pid"]
+
+
+def test_worker_killed_during_training_leaves_a_complete_champion_and_recovers(e2e: E2E, e2e_client):
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+    from prefect.deployments import run_deployment
+    from prefect.settings import PREFECT_API_AUTH_STRING, PREFECT_API_URL, temporary_settings
+
+    lake = Lake(str(e2e.lake))
+    ds = "crash_c"
+    batches = daily_batches(31, 400, 2, stores=20, items=20)  # 160,000 rows: a fit long enough to kill
+    first = land(e2e, ds, "crash-0.csv", batches[0])
+    announce(ds, [first])
+    poll("the first crash_c champion", lambda: registry.champion(lake, ds), 240)
+    poll("the first crash_c run to finish", lambda: all_final(e2e_client, ds), 120)  # its drain loop too
+    champion_before = registry.champion(lake, ds)["version"]
+    second = land(e2e, ds, "crash-1.csv", pl.concat(batches[1:]))
+    with temporary_settings({PREFECT_API_URL: e2e.api_url, PREFECT_API_AUTH_STRING: AUTH}):
+        run = run_deployment("train/train", parameters={"dataset": ds}, timeout=0)
+    # kill the worker, and the run with it, while XGBoost is fitting
+    poll("the fit task to be running", lambda: any(
+        t.name.startswith("fit") and t.state and t.state.is_running()
+        for t in e2e_client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[run.id])))
+    ), 240, every=0.1)
+    os.killpg(_worker_pid(e2e), signal.SIGKILL)
+
+    # nothing half-written is visible; the champion resolves to a complete, loadable model
+    for meta in registry.list_models(lake, ds):
+        registry.load_booster(lake, ds, meta["version"])
+    champ = registry.champion(lake, ds)
+    assert champ["version"] == champion_before, "the killed run cannot have promoted before its fit finished"
+    registry.load_booster(lake, ds, champ["version"])
+    assert not list((e2e.lake / "models" / ds).glob("**/.*tmp*")), "a temporary file is visible"
+
+    # restart the worker (as `freshet up` would) and retrain: one model covers both files
+    e2e.stack.up(out=lambda line: None)
+    models_before = len(registry.list_models(lake, ds))
+    with temporary_settings({PREFECT_API_URL: e2e.api_url, PREFECT_API_AUTH_STRING: AUTH}):
+        rerun = run_deployment("train/train", parameters={"dataset": ds}, timeout=0)
+    done = poll("the re-run to finish", lambda: (r := e2e_client.read_flow_run(rerun.id)).state.is_final() and r, 300)
+    assert done.state.is_completed(), done.state.message
+    fingerprints = [m["fingerprint"] for m in registry.list_models(lake, ds)]
+    assert len(fingerprints) == len(set(fingerprints)), "the same data was trained twice"
+    assert len(registry.list_models(lake, ds)) <= models_before + 1
+    latest = registry.list_models(lake, ds)[-1]
+    assert {i["uri"] for i in latest["lineage"]} == {first, second}
+
+
+def test_worker_killed_during_ingestion_write_leaves_no_partial_partition(e2e: E2E, e2e_client):
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+    from prefect.deployments import run_deployment
+    from prefect.settings import PREFECT_API_AUTH_STRING, PREFECT_API_URL, temporary_settings
+
+    ds = "crash_c"
+    big = generate_retail_sales(seed=41, stores=40, items=50, days=700, start=date(2023, 1, 1))  # ~1.4 M rows
+    uri = land(e2e, ds, "crash-big.csv", big)
+    manifest_before = len(list((e2e.lake / "manifest" / ds).glob("*.json")))
+    with temporary_settings({PREFECT_API_URL: e2e.api_url, PREFECT_API_AUTH_STRING: AUTH}):
+        run = run_deployment("ingest/ingest", parameters={"dataset": ds, "uris": [uri]}, timeout=0)
+    poll("the admit task to be running", lambda: any(
+        t.name.startswith("admit") and t.state and t.state.is_running()
+        for t in e2e_client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[run.id])))
+    ), 240, every=0.05)
+    os.killpg(_worker_pid(e2e), signal.SIGKILL)
+
+    # every visible partition is complete, and the manifest names only complete partitions
+    curated = e2e.lake / "curated" / ds
+    for part in curated.glob("part-*.parquet"):
+        pl.read_parquet(part)
+    for entry in (e2e.lake / "manifest" / ds).glob("*.json"):
+        meta = json.loads(entry.read_text())
+        assert pl.read_parquet(curated / f"part-{meta['content_hash']}.parquet").height == meta["rows"]
+
+    # re-running completes the work exactly once
+    e2e.stack.up(out=lambda line: None)
+    with temporary_settings({PREFECT_API_URL: e2e.api_url, PREFECT_API_AUTH_STRING: AUTH}):
+        rerun = run_deployment("ingest/ingest", parameters={"dataset": ds, "uris": [uri]}, timeout=0)
+    done = poll("the ingest re-run to finish", lambda: (r := e2e_client.read_flow_run(rerun.id)).state.is_final() and r, 300)
+    assert done.state.is_completed(), done.state.message
+    entries = [json.loads(p.read_text()) for p in (e2e.lake / "manifest" / ds).glob("*.json")]
+    assert len(entries) == manifest_before + 1
+    assert [e["rows"] for e in entries if e["uri"] == uri] == [big.height]
+
+
+def test_server_down_while_ingest_announces_then_the_watchdog_retrains(e2e: E2E, e2e_client, tmp_path: Path):
+    """Runs last: it stops and restarts the Prefect server of the e2e stack."""
+    from prefect.deployments import run_deployment
+    from prefect.settings import PREFECT_API_AUTH_STRING, PREFECT_API_URL, temporary_settings
+
+    from freshet.ops.stack import healthy
+
+    lake = Lake(str(e2e.lake))
+    ds = "burst_b"
+    extra = daily_batches(22, 260, 52)[50:]  # two days after the burst test's files
+    uri = land(e2e, ds, "after-outage.csv", pl.concat(extra))
+    barrier = tmp_path / "barrier"
+    barrier.mkdir()
+    env = {**e2e.env, "PREFECT_API_AUTH_STRING": AUTH, "PREFECT_CLIENT_MAX_RETRIES": "12"}
+    driver = subprocess.Popen([sys.executable, str(REPO / "tests/drivers/ingest_with_barrier.py"), str(barrier), ds, uri],
+                              env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        poll("ingest to reach its announcement", lambda: (barrier / "ready").exists() or driver.poll() is not None, 180)
+        assert driver.poll() is None, driver.stdout.read()
+        os.killpg(e2e.stack.state()["server"]["pid"], signal.SIGTERM)
+        poll("the server to be down", lambda: not healthy(e2e.api_url), 60)
+        (barrier / "go").touch()
+        lines: list[str] = []
+
+        def announced_failure():
+            line = driver.stdout.readline()
+            lines.append(line)
+            return "ANNOUNCEMENT FAILED" in line
+
+        poll("ingest to report the failed announcement", announced_failure, 120, every=0)
+        e2e.stack.up(out=lambda line: None)  # the server comes back (same port, same database)
+        out, _ = driver.communicate(timeout=300)
+        output = "".join(lines) + out
+    finally:
+        if driver.poll() is None:
+            driver.kill()
+    assert "data admitted but not announced" in output or "ANNOUNCEMENT FAILED" in output
+    entries = {json.loads(p.read_text())["uri"] for p in (e2e.lake / "manifest" / ds).glob("*.json")}
+    assert uri in entries, "the data must be admitted even though the event was lost"
+    assert not [r for r in train_runs(e2e_client, ds) if uri in (r.parameters.get("uris") or [])]
+
+    # the safety net: the watchdog finds data no model has seen and retrains
+    with temporary_settings({PREFECT_API_URL: e2e.api_url, PREFECT_API_AUTH_STRING: AUTH}):
+        wd = run_deployment("watchdog/watchdog", parameters={"dataset": ds}, timeout=0)
+    wd = poll("the watchdog run to finish", lambda: (r := e2e_client.read_flow_run(wd.id)).state.is_final() and r, 240)
+    assert wd.state.is_completed(), wd.state.message
+
+    def trained_on_it():
+        return any(uri in {i["uri"] for i in m["lineage"]} for m in registry.list_models(lake, ds))
+
+    poll("a model trained on the unannounced file", trained_on_it, 300)

@@ -1,0 +1,47 @@
+"""deployments/prefect.yaml is the one source of truth: its entrypoints import, its
+trigger matches freshet's events and settings, and every flow parameter is typed,
+defaulted and described for the Prefect UI's run form."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+from prefect.flows import load_flow_from_entrypoint
+
+from freshet import events
+from freshet.settings import Settings
+
+REPO = Path(__file__).resolve().parents[2]
+SPEC = yaml.safe_load((REPO / "deployments" / "prefect.yaml").read_text())
+DEPLOYMENTS = {d["name"]: d for d in SPEC["deployments"]}
+
+
+@pytest.mark.parametrize("name", sorted(DEPLOYMENTS))
+def test_entrypoints_import_and_every_parameter_is_usable_from_the_ui(name: str, monkeypatch) -> None:
+    monkeypatch.chdir(REPO)
+    flow = load_flow_from_entrypoint(DEPLOYMENTS[name]["entrypoint"])
+    schema = flow.parameters.model_dump()
+    assert schema["properties"], f"{name} has no parameters"
+    for param, spec in schema["properties"].items():
+        assert spec.get("description"), f"{name}.{param} has no description"
+        assert param not in schema.get("required", []), f"{name}.{param} has no default"
+        assert "type" in spec or "anyOf" in spec, f"{name}.{param} has no type"
+
+
+def test_the_train_trigger_matches_freshets_events_and_settings() -> None:
+    [trigger] = DEPLOYMENTS["train"]["triggers"]
+    assert trigger["expect"] == [events.DATA_LANDED]
+    assert trigger["match"]["prefect.resource.id"] == f"{events.RESOURCE_PREFIX}*"
+    assert trigger["for_each"] == ["prefect.resource.id"]
+    assert set(trigger["parameters"]) == {"dataset", "uris", "event_id"}
+    assert events.DATASET_LABEL in trigger["parameters"]["dataset"]
+    # the flow's debounce relies on knowing the trigger's throttle window
+    assert trigger["within"] == Settings().trigger_throttle_seconds
+
+
+def test_train_runs_cannot_pile_up_and_datasets_do_not_cancel_each_other() -> None:
+    limit = DEPLOYMENTS["train"]["concurrency_limit"]
+    assert limit["collision_strategy"] == "ENQUEUE" and limit["limit"] >= 2
+    assert DEPLOYMENTS["watchdog"]["schedules"][0]["interval"] > 0

@@ -1,0 +1,295 @@
+"""The ``train`` flow under the session's Prefect test server, on a local lake and on S3 (moto).
+
+Assertions are on what a user sees afterwards: the registry (model.ubj + meta.json),
+the champion pointer, the manifest and quarantine, events, and the run's artifacts.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+
+import numpy as np
+import polars as pl
+import pytest
+import xgboost as xgb
+
+from tests.conftest import DATASET, SMALL, LakeHandle, flow_run_id, run_events, seed_for
+from freshet import events
+from freshet.modeling import registry
+from freshet.modeling import features as F
+from freshet.modeling import model as M
+from freshet.data.contracts import load_contract
+from freshet.data.generate import generate_retail_sales, split_into_batches
+from freshet.data.ingestion import admit_file, load_curated
+from freshet.settings import BUNDLED_CONTRACTS, get_settings
+from flows.train import train
+
+RETAIL = load_contract(DATASET, BUNDLED_CONTRACTS)
+
+
+@pytest.fixture
+def sales(request: pytest.FixtureRequest) -> pl.DataFrame:
+    """Training-sized data unique to the test (event ids derive from content; the server is shared)."""
+    return generate_retail_sales(seed=seed_for(request), **SMALL)
+
+
+def sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def admit(handle: LakeHandle, frame: pl.DataFrame, name: str) -> str:
+    uri = handle.land(frame, name)
+    assert admit_file(handle.lake, RETAIL, uri).status == "admitted"
+    return uri
+
+
+def models(handle: LakeHandle) -> list[dict]:
+    return registry.list_models(handle.lake, DATASET)
+
+
+def champion_version(handle: LakeHandle) -> str | None:
+    lake = handle.lake
+    return lake.read_json(lake.champion_path(DATASET))["version"] if lake.exists(lake.champion_path(DATASET)) else None
+
+
+def task_names(run_id: str) -> list[str]:
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    with get_client(sync_client=True) as client:
+        runs = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[run_id])))
+    return sorted(r.name.rsplit("-", 1)[0] for r in runs)
+
+
+def metrics_artifact(run_id: str) -> list[dict]:
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId, ArtifactFilterKey
+
+    flt = ArtifactFilter(key=ArtifactFilterKey(any_=["freshet-retail-sales-metrics"]),
+                         flow_run_id=ArtifactFilterFlowRunId(any_=[run_id]))
+    with get_client(sync_client=True) as client:
+        (artifact,) = client.read_artifacts(artifact_filter=flt)
+    assert artifact.type == "table"
+    return json.loads(artifact.data) if isinstance(artifact.data, str) else artifact.data
+
+
+def rescore(handle: LakeHandle, version: str, meta: dict) -> dict[str, float]:
+    """Score a registered model again from the lake, exactly as the flow scored it."""
+    s = get_settings()
+    data = load_curated(handle.lake, [{"content_hash": e["content_hash"]} for e in meta["lineage"]], RETAIL).collect()
+    feats = F.build_features(data.lazy(), RETAIL)
+    _, _, holdout = F.time_split(feats, RETAIL, data["date"].max(), s.holdout_periods, s.validation_periods)
+    holdout = holdout.collect().filter(pl.col(f"lag_{F.seasonal_lag(RETAIL)}").is_not_null())
+    booster = registry.load_booster(handle.lake, DATASET, version)
+    return M.metrics(holdout[RETAIL.target].to_numpy(), M.predict(booster, holdout, meta["features"]))
+
+
+# ----------------------------------------------------------------- first training
+def test_first_training_promotes_and_registers_a_complete_model(prefect_api, any_lake: LakeHandle, sales) -> None:
+    uri = admit(any_lake, sales, "history.csv")
+    started = time.time()
+    state = train(dataset=DATASET, return_state=True)
+    assert state.is_completed(), state.message
+    out = state.result()
+    run_id = flow_run_id(state)
+    assert (out["status"], out["promoted"], out["files"], out["rows"]) == ("trained", True, 1, sales.height)
+
+    version = out["version"]
+    assert any_lake.listing("models", DATASET) == sorted([version, "champion.json"])
+    assert sorted(any_lake.listing("models", DATASET, version)) == ["meta.json", "model.ubj"]
+    assert champion_version(any_lake) == version
+    meta = any_lake.read_json("models", DATASET, version, "meta.json")
+    assert registry.champion(any_lake.lake, DATASET) == meta
+
+    # lineage names the admitted file
+    (entry,) = any_lake.manifest()
+    (item,) = meta["lineage"]
+    assert (item["uri"], item["content_hash"], item["rows"]) == (uri, entry["content_hash"], sales.height)
+    assert (item["min_time"], item["max_time"]) == (str(sales["date"].min()), str(sales["date"].max()))
+    assert meta["new_files"] == [entry["content_hash"]]
+    assert meta["fingerprint"] == registry.data_fingerprint([entry["content_hash"]])
+    assert meta["data_watermark"] == str(sales["date"].max())
+    rows = meta["rows"]
+    assert rows["total"] == sales.height and rows["train"] + rows["valid"] + rows["holdout"] == sales.height
+
+    # metrics: the model beats the seasonal-naive baseline on the holdout, and the
+    # registered file is the model that was scored
+    model, baseline = meta["metrics"]["model"], meta["metrics"]["baseline"]
+    assert meta["metrics"]["champion"] is None and meta["champion_version"] is None
+    assert model["wape"] < 0.85 * baseline["wape"]
+    assert model["rows"] == baseline["rows"] > 0
+    assert meta["decision"]["promote"] is True and "first model" in meta["decision"]["reason"]
+    assert rescore(any_lake, version, meta)["wape"] == pytest.approx(model["wape"], rel=1e-6)
+
+    # reproducibility facts
+    assert set(meta["versions"]) >= {"freshet", "xgboost", "polars", "prefect", "python"}
+    assert meta["versions"]["xgboost"] == xgb.__version__
+    assert set(meta["timings"]) >= {"load", "features", "fit", "evaluate", "register"}
+    assert all(v >= 0 for v in meta["timings"].values())
+    assert 0 < meta["timings"]["fit"] < time.time() - started
+    assert meta["features"] == F.feature_columns(RETAIL)
+    assert meta["params"]["tree_method"] == "hist" and 0 <= meta["best_iteration"] < meta["rounds"]
+    assert meta["flow_run_id"] == run_id and meta["contract"] == RETAIL.fingerprint
+
+    # the run published its holdout metrics as a table artifact
+    table = {row["model"]: row for row in metrics_artifact(run_id)}
+    assert table["model"]["version"] == version and table["model"]["wape"] == f"{model['wape']:.4f}"
+    assert table["baseline"]["wape"] == f"{baseline['wape']:.4f}" and table["champion"]["wape"] == "n/a"
+
+    # and announced the model
+    (promoted,) = run_events(run_id, events.MODEL_PROMOTED)
+    assert promoted.resource.id == "freshet.dataset.retail_sales"
+    assert promoted.payload["version"] == version and promoted.payload["decision"]["promote"] is True
+    assert promoted.payload["freshness_lag_seconds"] >= 0
+
+
+def test_a_second_run_without_new_data_is_nothing_new(prefect_api, lake_env: LakeHandle, sales) -> None:
+    admit(lake_env, sales, "history.csv")
+    first = train()
+    assert first["status"] == "trained"
+    before = lake_env.listing("models", DATASET)
+
+    started = time.monotonic()
+    state = train(return_state=True)
+    elapsed = time.monotonic() - started
+    out = state.result()
+    assert out == {"dataset": DATASET, "status": "nothing-new", "version": first["version"]}
+    assert lake_env.listing("models", DATASET) == before
+    assert champion_version(lake_env) == first["version"]
+    assert "fit" not in task_names(flow_run_id(state))  # decided from the manifest, without training
+    assert elapsed < 15, f"a no-op run took {elapsed:.1f} s"
+
+
+def test_a_model_that_does_not_beat_the_champion_is_registered_but_not_promoted(
+    prefect_api, any_lake: LakeHandle, sales, monkeypatch
+) -> None:
+    history, week = split_into_batches(sales, 2, batch_days=7)
+    admit(any_lake, history, "history.csv")
+    first = train()
+    assert first["promoted"]
+
+    week_uri = admit(any_lake, week, "week.csv")
+    monkeypatch.setenv("FRESHET_MIN_IMPROVEMENT", "0.99")  # must be 99% better than the champion: impossible
+    state = train(return_state=True)
+    out = state.result()
+    assert (out["status"], out["promoted"], out["files"]) == ("trained", False, 2)
+
+    assert [m["version"] for m in models(any_lake)] == [first["version"], out["version"]]
+    assert champion_version(any_lake) == first["version"]
+    meta = any_lake.read_json("models", DATASET, out["version"], "meta.json")
+    assert meta["decision"]["promote"] is False and "does not beat the champion" in meta["decision"]["reason"]
+    assert meta["champion_version"] == first["version"]
+    assert meta["metrics"]["champion"] is not None  # the champion was scored on the same holdout
+    assert meta["metrics"]["champion"]["rows"] == meta["metrics"]["model"]["rows"]
+    assert {i["uri"] for i in meta["lineage"]} == {any_lake.uri("landing", DATASET, "history.csv"), week_uri}
+    week_sha = next(e["content_hash"] for e in any_lake.manifest() if e["uri"] == week_uri)
+    assert meta["new_files"] == [week_sha]
+    (rejected,) = run_events(flow_run_id(state), events.MODEL_REJECTED)
+    assert rejected.payload["version"] == out["version"]
+
+    # the rejected model covers this data: the next run does not retrain it again
+    again = train()
+    assert again == {"dataset": DATASET, "status": "nothing-new", "version": out["version"]}
+    assert champion_version(any_lake) == first["version"]
+
+
+# ----------------------------------------------------------------- event-started runs
+def test_named_landing_files_are_validated_first_and_bad_rows_never_trained_on(
+    prefect_api, lake_env: LakeHandle, sales, monkeypatch
+) -> None:
+    # an event-started run; no burst to wait out in this test
+    monkeypatch.setenv("FRESHET_TRIGGER_THROTTLE_SECONDS", "0")
+    monkeypatch.setenv("FRESHET_DEBOUNCE_QUIET_SECONDS", "0")
+    history, week = split_into_batches(sales, 2, batch_days=7)
+    history_uri = lake_env.land(history, "history.csv")
+    bad_rows = pl.int_range(pl.len()) < 5
+    week_text = week.with_columns(pl.all().cast(pl.String)).with_columns(
+        pl.when(bad_rows).then(pl.lit("1e9")).otherwise(pl.col("units_sold")).alias("units_sold")
+    )
+    week_body = week_text.write_csv().encode()
+    week_uri = lake_env.land(week_body, "week.csv")
+    broken_body = week.drop("price").write_csv().encode()
+    broken_uri = lake_env.land(broken_body, "broken.csv")
+
+    out = train(uris=[history_uri, week_uri, broken_uri], event_id="0b7e2a4c-0000-4000-8000-000000000001")
+
+    assert out["status"] == "trained" and out["rows"] == sales.height - 5
+    assert sorted(e["uri"] for e in lake_env.manifest()) == sorted([history_uri, week_uri])
+    meta = lake_env.read_json("models", DATASET, out["version"], "meta.json")
+    assert sorted(i["uri"] for i in meta["lineage"]) == sorted([history_uri, week_uri])
+    assert meta["rows"]["total"] == sales.height - 5
+    assert meta["event_id"] == "0b7e2a4c-0000-4000-8000-000000000001"
+    # the bad rows and the broken file are in quarantine with their reasons
+    week_reason = lake_env.read_json("quarantine", DATASET, sha256(week_body), "reason.json")
+    assert [(r["column"], r["rule"], r["rows"]) for r in week_reason["reasons"]] == [("units_sold", "max", 5)]
+    broken_reason = lake_env.read_json("quarantine", DATASET, sha256(broken_body), "reason.json")
+    assert [(r["column"], r["rule"]) for r in broken_reason["reasons"]] == [("price", "missing_column")]
+    # and none of them reached the training data
+    data = load_curated(lake_env.lake, lake_env.manifest(), RETAIL).collect()
+    assert data.height == sales.height - 5 and data["units_sold"].max() <= 100000
+
+
+def test_named_files_already_in_the_manifest_are_not_admitted_again(prefect_api, lake_env: LakeHandle, sales) -> None:
+    uri = admit(lake_env, sales, "history.csv")
+    before = lake_env.manifest()
+    out = train(uris=[uri])
+    assert out["status"] == "trained"
+    assert lake_env.manifest() == before  # same entry, same admitted_at
+
+
+def test_a_uri_outside_the_landing_area_fails_the_run_before_anything_happens(
+    prefect_api, lake_env: LakeHandle, sales, tmp_path
+) -> None:
+    admit(lake_env, sales, "history.csv")
+    outside = tmp_path / "elsewhere.csv"
+    sales.write_csv(outside)
+    state = train(uris=[str(outside)], event_id="evil", return_state=True)
+    assert state.is_failed()
+    assert "refusing event evil" in state.message and "landing area" in state.message
+    assert lake_env.listing("models") == []
+    assert len(lake_env.manifest()) == 1
+
+
+def test_an_empty_lake_has_nothing_to_train(prefect_api, lake_env: LakeHandle) -> None:
+    assert train() == {"dataset": DATASET, "status": "no-data"}
+    assert lake_env.listing("models") == []
+
+
+def test_too_little_history_fails_with_advice(prefect_api, lake_env: LakeHandle, request) -> None:
+    admit(lake_env, generate_retail_sales(seed=seed_for(request), stores=1, items=2, days=40), "short.csv")
+    state = train(return_state=True)
+    assert state.is_failed()
+    assert "not enough history" in state.message and "FRESHET_HOLDOUT_PERIODS" in state.message
+    assert lake_env.listing("models") == []
+
+
+def test_registered_model_predicts_like_the_trained_one(lake_env: LakeHandle) -> None:
+    """Registry round trip without Prefect: native format in, identical predictions out."""
+    cols = ["a"]
+    frame = pl.DataFrame({"a": np.arange(50, dtype=float), "y": np.arange(50, dtype=float) * 2})
+    dtrain = xgb.DMatrix(frame[cols].to_numpy(), label=frame["y"].to_numpy(), feature_names=cols)
+    booster = xgb.train({"objective": "reg:squarederror", "seed": 0}, dtrain, num_boost_round=5)
+    lake = lake_env.lake
+    registry.register(lake, DATASET, "v1", booster, {"version": "v1", "fingerprint": "f"})
+    with pytest.raises(ValueError, match="not a complete registered model"):
+        registry.promote(lake, DATASET, "v2")
+    registry.promote(lake, DATASET, "v1")
+    assert registry.champion(lake, DATASET) == {"version": "v1", "fingerprint": "f"}
+    loaded = registry.load_booster(lake, DATASET, "v1")
+    np.testing.assert_array_equal(M.predict(loaded, frame, cols), M.predict(booster, frame, cols))
+    assert not any(p.endswith(".pkl") or p.endswith(".pickle") for p in lake_env.listing("models", DATASET, "v1"))
+
+
+def test_no_task_hashes_its_inputs() -> None:
+    """Prefect's default cache policy pickles every input to hash it: whole frames, per task call."""
+    from prefect.cache_policies import NO_CACHE
+    from prefect.tasks import Task
+
+    import flows.ingest as ingest_module
+    import flows.train as train_module
+
+    tasks = [t for m in (train_module, ingest_module) for t in vars(m).values() if isinstance(t, Task)]
+    assert len(tasks) >= 10
+    assert [t.name for t in tasks if t.cache_policy is not NO_CACHE] == []

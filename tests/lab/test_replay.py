@@ -1,0 +1,341 @@
+"""The scheduling lab's replay: no data from the future, train's code path, memoised cost, outputs, flow, CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+import struct
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+import pytest
+
+from freshet.modeling import features as F
+from freshet.modeling import model as M
+from freshet.data.contracts import load_contract
+from freshet.data.generate import generate_retail_sales
+from freshet.data.ingestion import admit_file
+from freshet.lab.policies import Arrival, Debounced, EventDriven, Trace, Weekly, default_policies
+from freshet.lab.replay import (
+    FrameSource,
+    FutureDataError,
+    LabConfig,
+    LabError,
+    Replay,
+    format_table,
+    lab_settings,
+    lake_trace,
+    summarize,
+    synthetic_trace,
+    table_rows,
+    write_outputs,
+)
+from freshet.settings import BUNDLED_CONTRACTS, Settings
+
+from tests.conftest import LakeHandle, flow_run_id
+
+REPO = Path(__file__).resolve().parents[2]
+RETAIL = load_contract("retail_sales", BUNDLED_CONTRACTS)
+MINUTE = timedelta(minutes=1)
+
+
+def settings() -> Settings:
+    """Training settings stated here, not taken from the developer's shell."""
+    return lab_settings(Settings(holdout_periods=28, validation_periods=28, min_improvement=0.0))
+
+
+@dataclass
+class RecordingSource:
+    """Wraps a source and records every read the replay makes."""
+
+    inner: Any
+    reads: list[tuple[str, tuple[str, ...], datetime, Any]] = field(default_factory=list)
+
+    def load(self, dataset: str, batches, as_of: datetime) -> pl.DataFrame:
+        frame = self.inner.load(dataset, batches, as_of)
+        time_col = self.inner.contracts[dataset].time_column
+        self.reads.append((dataset, tuple(batches), as_of, frame[time_col].max() if frame.height else None))
+        return frame
+
+
+@dataclass
+class Lab:
+    trace: Trace
+    source: RecordingSource
+    engine: Replay
+    results: list
+    report: dict
+
+
+@pytest.fixture(scope="module")
+def lab() -> Lab:
+    """Every default policy replayed on a small irregular trace of two datasets."""
+    trace, source, contracts = synthetic_trace(datasets=2, days=10, seed=11, history_days=150)
+    recording = RecordingSource(source)
+    engine = Replay(trace, recording, contracts, settings(), LabConfig())
+    results = [engine.run_policy(p) for p in default_policies()]
+    return Lab(trace, recording, engine, results, summarize(engine, results, source="synthetic"))
+
+
+def watermark(trace: Trace, dataset: str, moment: datetime):
+    return max(a.max_time for a in trace.landed_by(dataset, moment))
+
+
+# ----------------------------------------------------------------- never the future
+def test_replay_never_reads_data_from_after_the_simulated_moment(lab: Lab) -> None:
+    landed = {(a.dataset, a.batch): a.landed_at for a in lab.trace.arrivals}
+    trained_states = len(lab.engine.fits)
+    assert len(lab.source.reads) >= trained_states + sum(len(lab.trace.new_arrivals(d)) for d in lab.trace.datasets)
+    for dataset, batches, as_of, max_time in lab.source.reads:
+        assert all(landed[(dataset, b)] <= as_of for b in batches), (dataset, as_of)
+        assert max_time <= watermark(lab.trace, dataset, as_of), (dataset, as_of, max_time)
+    # and the reads did reach the newest data available: the check above is not vacuous
+    assert any(max_time == watermark(lab.trace, d, as_of) for d, _, as_of, max_time in lab.source.reads[len(lab.trace.datasets):])
+
+
+def test_each_batch_is_scored_by_a_model_that_was_serving_before_it_landed(lab: Lab) -> None:
+    scored = lab.report["scored"]
+    assert len(scored) >= len(default_policies()) * 5
+    for s in scored:
+        landed = datetime.fromisoformat(s["landed_at"])
+        assert datetime.fromisoformat(s["model_available_at"]) <= landed
+        # the model was trained on exactly what had landed when its run started
+        started = datetime.fromisoformat(s["model_started_at"])
+        assert s["model_batches"] == len(lab.trace.landed_by(s["dataset"], started))
+
+
+def test_sources_refuse_batches_that_had_not_landed(lab: Lab) -> None:
+    future = lab.trace.new_arrivals("shop_a")[-1]
+    with pytest.raises(FutureDataError, match="landed after"):
+        lab.source.inner.load("shop_a", ["history", future.batch], future.landed_at - MINUTE)
+
+
+def test_a_replay_that_reads_ahead_is_caught(lab: Lab, monkeypatch: pytest.MonkeyPatch) -> None:
+    engine = Replay(lab.trace, lab.source.inner, lab.engine.contracts, settings())
+    monkeypatch.setattr(Trace, "landed_by", lambda self, dataset, moment: self.of(dataset))  # a bug: ignores time
+    engine.fits.clear()
+    with pytest.raises(FutureDataError):
+        engine.fit("shop_a", lab.trace.start + timedelta(hours=1))
+
+
+# ----------------------------------------------------------------- train's code path
+def test_holdout_scores_match_an_independent_rescoring(lab: Lab) -> None:
+    """Model, baseline and champion scores are what train's evaluation computes on the same data."""
+    run = next(r for r in lab.results[3].runs if r.outcome == "trained")  # event-driven
+    contract = lab.engine.contracts[run.dataset]
+    new = lab.engine.fits[(run.dataset, lab.engine.state(run.dataset, run.started_at))]
+    champion = lab.engine.bootstrap[run.dataset]
+    data = lab.source.inner.load(run.dataset, [a.batch for a in lab.trace.landed_by(run.dataset, run.started_at)],
+                                 run.started_at)
+    feats = F.build_features(data.lazy(), contract).collect()
+    _, _, holdout = F.time_split(feats.lazy(), contract, data["date"].max(), 28, 28)
+    holdout = holdout.collect().filter(pl.col(f"lag_{F.seasonal_lag(contract)}").is_not_null())
+    actual = holdout[contract.target].to_numpy()
+    assert new.model == M.metrics(actual, M.predict(new.booster, holdout, F.feature_columns(contract)))
+    assert new.baseline == M.metrics(actual, holdout[f"lag_{F.seasonal_lag(contract)}"].to_numpy())
+    assert lab.engine.champion_scores(new, champion) == M.metrics(actual, M.predict(champion.booster, holdout, champion.features))
+    assert run.promoted == M.decide(new.model, lab.engine.champion_scores(new, champion), new.baseline, 0.0)[0]
+
+
+def test_runs_follow_train_one_at_a_time_and_nothing_new_costs_nothing(lab: Lab) -> None:
+    latency = lab.engine.config.train_latency
+    for res in lab.results:
+        for d in lab.trace.datasets:
+            runs = [r for r in res.runs if r.dataset == d and r.started_at is not None]
+            last_state, busy_until = lab.engine.bootstrap[d].batches, lab.trace.start
+            for r in runs:
+                state = lab.engine.state(d, r.started_at)
+                assert r.started_at == max(r.requested_at, busy_until), (res.policy.name, r)
+                if r.outcome == "nothing-new":
+                    assert state == last_state and r.cpu_seconds == 0
+                else:
+                    assert state > last_state and r.batches == len(state)
+                    last_state, busy_until = state, r.started_at + latency
+
+
+def test_trainings_are_memoised_across_policies_but_charged_to_each(lab: Lab) -> None:
+    fits = lab.engine.fits
+    charged = 0.0
+    for res in lab.results:
+        trained = [r for r in res.runs if r.outcome == "trained"]
+        cost = sum(fits[(r.dataset, lab.engine.state(r.dataset, r.started_at))].cpu_seconds for r in trained)
+        assert sum(r.cpu_seconds for r in trained) == pytest.approx(cost)
+        assert lab.report["policies"][lab.results.index(res)]["total"]["cpu_seconds"] == pytest.approx(cost)
+        charged += cost
+    assert lab.engine.fit_cpu_seconds == pytest.approx(sum(f.cpu_seconds for f in fits.values()))
+    assert lab.engine.fit_cpu_seconds < charged  # CPU was spent once per data state
+    distinct = {(r.dataset, lab.engine.state(r.dataset, r.started_at)) for res in lab.results for r in res.runs
+                if r.outcome == "trained"} | {(d, f.batches) for d, f in lab.engine.bootstrap.items()}
+    assert set(fits) == distinct
+    assert any(r.reused for r in lab.results[3].runs)
+
+
+def test_report_counts_agree_with_the_runs(lab: Lab) -> None:
+    by_name = {p["name"]: p for p in lab.report["policies"]}
+    for res in lab.results:
+        total = by_name[res.policy.name]["total"]
+        assert total["trainings"] == sum(r.outcome == "trained" for r in res.runs)
+        assert total["nothing_new"] == sum(r.outcome == "nothing-new" for r in res.runs)
+        assert total["promotions"] == sum(r.promoted for r in res.runs)
+    arrivals = sum(len(lab.trace.new_arrivals(d)) for d in lab.trace.datasets)
+    never = by_name["never (reference)"]["total"]
+    assert never["trainings"] == never["cpu_seconds"] == 0 and never["staleness"]["not_served_by_end"] == arrivals
+    event = by_name["event-driven"]["total"]
+    assert event["staleness_to_trained"]["p50_h"] == pytest.approx(10 / 60)  # trained as it lands, serves 10 min later
+    assert by_name["weekly Mon 09:00"]["total"]["staleness_to_trained"]["max_h"] > 5 * 24  # Tuesday's file waits for Monday
+    rows = table_rows(lab.report)
+    assert [r["policy"] for r in rows] == [p.name for p in default_policies()] + ["seasonal naive"]
+
+
+# ----------------------------------------------------------------- hand-made trace: a burst
+@pytest.fixture(scope="module")
+def burst() -> tuple[Trace, FrameSource]:
+    """120 days of history, then three one-day files landing a minute apart."""
+    frame = generate_retail_sales(seed=5, stores=2, items=2, days=123)
+    start = datetime(2024, 5, 1, tzinfo=timezone.utc)
+    cut = date(2024, 1, 1) + timedelta(days=120)
+    parts = {"history": (start, frame.filter(pl.col("date") < cut))}
+    for k in range(3):
+        day = cut + timedelta(days=k)
+        parts[f"b{k}"] = (start + timedelta(hours=1) + k * MINUTE, frame.filter(pl.col("date") == day))
+    arrivals = tuple(Arrival("retail_sales", b, t, f.height, f["date"].min(), f["date"].max()) for b, (t, f) in parts.items())
+    trace = Trace(arrivals, start, start + timedelta(days=1))
+    return trace, FrameSource({("retail_sales", b): f for b, (_, f) in parts.items()}, trace, {"retail_sales": RETAIL})
+
+
+def test_a_burst_under_event_driven_queues_and_collapses_like_train(burst) -> None:
+    trace, source = burst
+    engine = Replay(trace, source, {"retail_sales": RETAIL}, settings(), LabConfig(train_latency=10 * MINUTE))
+    runs = engine.run_policy(EventDriven()).runs
+    t0 = trace.start + timedelta(hours=1)
+    assert [(r.outcome, r.started_at - t0, r.batches) for r in runs] == [
+        ("trained", timedelta(0), 2),  # the first file's event starts a run at once
+        ("trained", 10 * MINUTE, 4),  # the second waits for the slot, then sees both later files
+        ("nothing-new", 20 * MINUTE, 0),  # the third finds its data already trained on
+    ]
+    (debounced,) = engine.run_policy(Debounced(quiet=30 * MINUTE, max_wait=timedelta(hours=2))).runs
+    assert (debounced.started_at, debounced.batches, debounced.reused) == (t0 + 32 * MINUTE, 4, True)
+
+
+def test_too_little_history_is_a_lab_error(burst) -> None:
+    trace, source = burst
+    short = Trace(tuple(a for a in trace.arrivals if a.batch != "history")
+                  + (Arrival("retail_sales", "history", trace.start, 10, date(2024, 4, 20), date(2024, 4, 29)),),
+                  trace.start, trace.end)
+    tiny = FrameSource({**source.frames, ("retail_sales", "history"): source.frames[("retail_sales", "history")].tail(40)},
+                       short, {"retail_sales": RETAIL})
+    with pytest.raises(LabError, match="not enough history"):
+        Replay(short, tiny, {"retail_sales": RETAIL}, settings())
+
+
+# ----------------------------------------------------------------- the lake's own history
+def test_lake_trace_replays_the_manifest(lake_env: LakeHandle) -> None:
+    frame = generate_retail_sales(seed=9, stores=2, items=2, days=134)
+    first = datetime(2025, 6, 2, 6, tzinfo=timezone.utc)
+    cut = date(2024, 1, 1) + timedelta(days=120)
+    pieces = [("history.csv", frame.filter(pl.col("date") < cut), first)]
+    pieces += [(f"week{k}.csv", frame.filter((pl.col("date") >= cut + timedelta(days=7 * k))
+                                             & (pl.col("date") < cut + timedelta(days=7 * k + 7))),
+                first + timedelta(days=2 + 3 * k)) for k in range(2)]
+    lake = lake_env.lake
+    for name, part, landed in pieces:
+        uri = lake_env.land(part, name)
+        os.utime(lake.path("landing", "retail_sales", name), (landed.timestamp(), landed.timestamp()))
+        assert admit_file(lake, RETAIL, uri).ok
+    now = first + timedelta(days=10)
+    trace, source, contracts = lake_trace(lake, BUNDLED_CONTRACTS, now=now)
+    assert (trace.start, trace.end, trace.datasets) == (first, now, ("retail_sales",))
+    assert [(a.landed_at, a.rows, a.max_time) for a in trace.of("retail_sales")] == [
+        (landed, part.height, part["date"].max()) for _, part, landed in pieces]
+    engine = Replay(trace, source, contracts, settings())
+    runs = engine.run_policy(EventDriven()).runs
+    assert [(r.outcome, r.started_at, r.batches) for r in runs] == [
+        ("trained", first + timedelta(days=2), 2), ("trained", first + timedelta(days=5), 3)]
+    monday = datetime(2025, 6, 2, 9, tzinfo=timezone.utc)  # three hours after the history landed
+    assert [(r.outcome, r.started_at, r.batches) for r in engine.run_policy(Weekly()).runs] == [
+        ("nothing-new", monday, 0), ("trained", monday + timedelta(days=7), 3)]
+
+
+def test_an_empty_lake_is_a_lab_error(lake_env: LakeHandle) -> None:
+    with pytest.raises(LabError, match="no manifest entries"):
+        lake_trace(lake_env.lake, BUNDLED_CONTRACTS)
+
+
+# ----------------------------------------------------------------- outputs, CLI, flow, deployment
+def test_outputs_are_a_json_report_and_a_png_chart(lab: Lab, tmp_path: Path) -> None:
+    path, chart = write_outputs(dict(lab.report), tmp_path / "out")
+    saved = json.loads(path.read_text())
+    assert [p["name"] for p in saved["policies"]] == [p.name for p in default_policies()]
+    assert saved["chart"] == str(chart.resolve())
+    png = chart.read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
+    assert struct.unpack(">II", png[16:24]) == (990, 720)  # 11 x 8 inches at 90 dpi
+    assert len(saved["curves"]["times"]) == 10 * 24 + 1  # hourly over 10 days, both ends
+
+
+def test_format_table_aligns_numbers_right() -> None:
+    assert format_table([{"policy": "a", "n": "1"}, {"policy": "long name", "n": "100"}]) == (
+        "| policy    |   n |\n"
+        "|-----------|----:|\n"
+        "| a         |   1 |\n"
+        "| long name | 100 |"
+    )
+
+
+def test_cli_prints_the_table_and_writes_the_report(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    from freshet.ops.cli import main
+
+    assert main(["policies", "--datasets", "1", "--days", "4", "--seed", "2", "--threshold-hours", "12",
+                 "--out", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "[4/7] event-driven:" in out and "| event-driven" in out and "lag>12h %" in out
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert report["config"]["threshold_hours"] == 12 and list(report["trace"]["datasets"]) == ["shop_a"]
+    assert (tmp_path / "chart.png").stat().st_size > 10_000
+
+
+def test_cli_from_an_empty_lake_explains(lake_env: LakeHandle, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    from freshet.ops.cli import main
+
+    assert main(["policies", "--from-lake", "--out", str(tmp_path)]) == 1
+    assert "land and ingest data first" in capsys.readouterr().err
+
+
+def test_flow_publishes_a_table_and_a_markdown_report_with_the_chart(prefect_api, tmp_path: Path) -> None:
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
+
+    from flows.policies import policies
+
+    state = policies(datasets=1, days=4, seed=3, out=str(tmp_path), return_state=True)
+    assert state.is_completed(), state.message
+    result = state.result()
+    assert Path(result["report"]).exists() and Path(result["chart"]).exists()
+    with get_client(sync_client=True) as client:
+        found = client.read_artifacts(artifact_filter=ArtifactFilter(
+            flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id(state)])))
+    by_key = {a.key: a for a in found}
+    table = by_key["freshet-policies"].data
+    table = json.loads(table) if isinstance(table, str) else table
+    assert [row["policy"] for row in table] == [p.name for p in default_policies()] + ["seasonal naive"]
+    markdown = by_key["freshet-policies-report"].data
+    assert "![staleness and error over time](data:image/png;base64,iVBORw0KGgo" in markdown
+    assert "| event-driven" in markdown and "### shop_a" in markdown
+
+
+def test_the_policies_deployment_points_at_the_flow_with_described_parameters() -> None:
+    import yaml
+    from prefect.flows import load_flow_from_entrypoint
+
+    spec = yaml.safe_load((REPO / "deployments" / "prefect.yaml").read_text())
+    (dep,) = [d for d in spec["deployments"] if d["name"] == "policies"]
+    flow = load_flow_from_entrypoint(str(REPO / dep["entrypoint"]))
+    assert flow.name == "policies"
+    props = flow.parameters.model_dump()["properties"]
+    assert set(dep["parameters"]) == set(props)
+    for name, schema in props.items():
+        assert schema.get("description"), f"parameter {name} has no description"
+        assert schema["default"] == dep["parameters"][name]
