@@ -148,6 +148,11 @@ class Stack:
         state = self.state()
         return f"http://127.0.0.1:{state['port']}/api" if state.get("port") else None
 
+    def ui_url(self) -> str | None:
+        """Where a person opens the Prefect UI this stack serves."""
+        api = self.api_url()
+        return api.removesuffix("/api") if api else None
+
     def running(self) -> bool:
         state = self.state()
         return bool(state) and alive(state.get("server", {})) and healthy(self.api_url() or "")
@@ -167,6 +172,20 @@ class Stack:
             "FRESHET_STACK_DIR": str(self.settings.stack_dir),
         })
         env.update(extra or {})
+        return env
+
+    def server_env(self) -> dict[str, str]:
+        """Environment for ``prefect server start``.
+
+        The UI runs in the browser and calls the API itself; Prefect tells it the API is at
+        ``PREFECT_SERVER_API_PORT`` (4200 by default), not the ``--port`` the server was
+        started with, so the UI is told the stack's API URL. A user's own
+        ``PREFECT_SERVER_UI_API_URL`` (e.g. behind a reverse proxy) wins.
+        """
+        env = self.client_env(SERVER_ENV)
+        env.pop("PREFECT_API_URL")
+        env["PREFECT_SERVER_UI_API_URL"] = (os.environ.get("PREFECT_SERVER_UI_API_URL")
+                                            or os.environ.get("PREFECT_UI_API_URL") or self.api_url())
         return env
 
     def _spawn(self, name: str, cmd: list[str], env: dict[str, str], cwd: Path) -> dict:
@@ -194,8 +213,7 @@ class Stack:
                 out(f"port {self.settings.stack_port} is busy; using {port}")
             state = {**{k: v for k, v in state.items() if k == "worker"}, "port": port}
             self.save(state)
-            env = self.client_env(SERVER_ENV)
-            env.pop("PREFECT_API_URL")
+            env = self.server_env()
             out(f"starting Prefect server on http://127.0.0.1:{port} (log: {self.dir / 'server.log'})")
             state["server"] = self._spawn("server", [prefect, "server", "start", "--host", "127.0.0.1", "--port", str(port)],
                                           env, root)
@@ -218,7 +236,7 @@ class Stack:
                        f"See {self.dir / 'worker.log'}.", out=out)
         out(f"worker is polling pool '{POOL}' every {WORKER_ENV['PREFECT_WORKER_QUERY_SECONDS']} s "
             f"(pid {state['worker']['pid']})")
-        out(f"UI: {self.api_url().removesuffix('/api')}   lake: {self.settings.lake_url}")
+        out(f"UI: {self.ui_url()}   lake: {self.settings.lake_url}")
         return self.api_url()
 
     def down(self, out=print) -> list[int]:
