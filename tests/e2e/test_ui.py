@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import json
 import re
+import time
+import urllib.error
 import urllib.request
 import uuid
 from collections.abc import Iterator
@@ -42,12 +44,21 @@ UI_TIMEOUT_MS = 30_000
 
 
 def api(e2e: E2E, method: str, path: str, body: Any = None) -> Any:
-    """One call to the stack's REST API, with its basic-auth credentials."""
+    """One call to the stack's REST API, with its basic-auth credentials.
+
+    Retried on 503 like Prefect's own client does: SQLite's "database is locked" under load.
+    """
     request = urllib.request.Request(
         e2e.api_url + path, method=method, data=None if body is None else json.dumps(body).encode(),
         headers={"Content-Type": "application/json", **auth_headers(AUTH)})
-    with urllib.request.urlopen(request, timeout=30) as response:
-        return json.loads(response.read() or "null")
+    for attempt in range(6):
+        try:
+            with urllib.request.urlopen(request, timeout=30) as response:
+                return json.loads(response.read() or "null")
+        except urllib.error.HTTPError as exc:
+            if exc.code not in (429, 503) or attempt == 5:
+                raise
+            time.sleep(2 ** attempt * 0.5)
 
 
 def finished_run(e2e: E2E, run_id: str) -> dict:

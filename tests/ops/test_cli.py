@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import polars as pl
+import pytest
 
 from tests.conftest import DATASET, LakeHandle
 from freshet import events
@@ -39,7 +43,8 @@ def test_emit_dry_run_builds_the_event_ingest_would_send(lake_env: LakeHandle, t
 def test_emit_refuses_to_announce_a_file_that_breaks_the_contract(lake_env: LakeHandle, capsys) -> None:
     uri = lake_env.land(b"ts,sensor\n2024-01-01,a\n", "wrong.csv")
     assert main(["emit", "--dataset", DATASET, "--uri", uri]) == 2
-    assert "missing_column" in capsys.readouterr().err
+    [line] = capsys.readouterr().err.splitlines()
+    assert line.startswith("freshet: error: not announcing") and "missing_column" in line
 
 
 def test_emit_sends_the_event_to_prefect(prefect_api, lake_env: LakeHandle, tiny_sales, capsys) -> None:
@@ -73,3 +78,72 @@ def test_status_reports_landings_and_the_champion(lake_env: LakeHandle, tiny_sal
     assert row["dataset"] == DATASET and row["files"] == 1 and row["rows"] == tiny_sales.height
     assert row["champion"] is None and row["files_not_in_any_model"] == 1
     assert row["watermark"] == str(tiny_sales["date"].max())
+
+
+def test_status_reads_as_a_table(lake_env: LakeHandle, tiny_sales, capsys) -> None:
+    from freshet.data.contracts import load_contract
+    from freshet.data.ingestion import admit_file
+    from freshet.settings import get_settings
+
+    admit_file(lake_env.lake, load_contract(DATASET, get_settings().contracts_dir), lake_env.land(tiny_sales, "t.csv"))
+    assert main(["status"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    header = next(i for i, line in enumerate(lines) if line.startswith("dataset "))
+    assert lines[header].split("  ")[0] == "dataset" and "champion" in lines[header]
+    assert set(lines[header + 1].replace(" ", "")) == {"-"}
+    row = lines[header + 2].split()
+    assert row[:3] == [DATASET, "1", str(tiny_sales.height)]
+    assert "none" in row and row[-1] == "never"
+
+
+# ---------------------------------------------------------------- errors a person meets
+# The real `freshet` entry point in a subprocess, so the one-line message (and no
+# traceback) is what a shell really shows.
+FRESHET = str(Path(sys.executable).with_name("freshet"))
+BAD_CONTRACT = 'name = "shop"\n[columns]\nprice = "Float"\n'
+
+
+def _freshet(args: list[str], tmp_path: Path, **env: str) -> subprocess.CompletedProcess:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("FRESHET_", "PREFECT_"))}
+    clean.update({"FRESHET_LAKE_URL": str(tmp_path / "lake"), "FRESHET_STACK_DIR": str(tmp_path / "stack"),
+                  "PREFECT_HOME": str(tmp_path / "prefect-home"), "PREFECT_SERVER_ANALYTICS_ENABLED": "false", **env})
+    return subprocess.run([FRESHET, *args], env=clean, cwd=tmp_path, capture_output=True, text=True, timeout=120)
+
+
+@pytest.mark.parametrize("case, args, env, code, message", [
+    ("bad arguments", ["emit", "--dataset", DATASET], {}, 2,
+     "the following arguments are required: --uri (see `freshet emit --help`)"),
+    ("unknown command", ["trian"], {}, 2, "invalid choice: 'trian'"),
+    ("unknown dataset", ["emit", "--dataset", "nope", "--uri", "{landed}", "--dry-run"], {}, 1,
+     "unknown dataset 'nope'"),
+    ("bad contract", ["emit", "--dataset", "shop", "--uri", "{landed}", "--dry-run"], {"FRESHET_CONTRACTS_DIR": "{contracts}"}, 1,
+     "field 'columns.price': unknown dtype 'Float'"),
+    ("refused URI", ["emit", "--dataset", DATASET, "--uri", "/etc/passwd", "--dry-run"], {}, 1,
+     "is outside the lake's landing area"),
+    ("bad setting", ["status"], {"FRESHET_STACK_PORT": "many"}, 1, "invalid setting FRESHET_STACK_PORT"),
+    ("no stack running", ["emit", "--dataset", DATASET, "--uri", "{landed}"], {}, 1,
+     "no Prefect server to talk to: start the local one with `freshet up`"),
+    ("server unreachable", ["deploy"], {"PREFECT_API_URL": "http://127.0.0.1:{port}/api"}, 1,
+     "cannot reach the Prefect API at http://127.0.0.1:"),
+])
+def test_an_expected_error_is_one_line_saying_what_to_do(case, args, env, code, message, tmp_path, tiny_sales) -> None:
+    from freshet.ops.stack import free_port
+
+    landing = tmp_path / "lake" / "landing" / DATASET
+    landing.mkdir(parents=True)
+    tiny_sales.write_csv(landing / "a.csv")
+    (tmp_path / "contracts").mkdir()
+    (tmp_path / "contracts" / "shop.toml").write_text(BAD_CONTRACT)
+    fill = {"landed": str(landing / "a.csv"), "contracts": str(tmp_path / "contracts"), "port": str(free_port())}
+    result = _freshet([a.format(**fill) for a in args], tmp_path, **{k: v.format(**fill) for k, v in env.items()})
+    assert result.returncode == code, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, f"{case}: expected one line, got:\n{result.stderr}"
+    assert lines[0].startswith("freshet: error: ") and message in lines[0], lines[0]
+
+
+def test_debug_shows_the_traceback(tmp_path) -> None:
+    result = _freshet(["--debug", "emit", "--dataset", DATASET, "--uri", "/etc/passwd", "--dry-run"], tmp_path)
+    assert result.returncode == 1
+    assert "Traceback (most recent call last)" in result.stderr and "UriRejected" in result.stderr
+    assert "freshet: error:" not in result.stderr

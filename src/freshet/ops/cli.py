@@ -2,6 +2,12 @@
 
 Settings come from ``FRESHET_*`` environment variables (see ``freshet.settings``);
 ``up`` records the local stack's API URL so later commands find it.
+
+Errors a person can fix (bad arguments, an unknown dataset, a broken contract, a refused
+URI, no stack, an unreachable server, ...) are raised as they are and turned into one line
+``freshet: error: ...`` with a non-zero exit code by ``main()``, the one place that
+handles them; ``--debug`` shows the traceback instead. Anything else is a bug and keeps
+its traceback.
 """
 
 from __future__ import annotations
@@ -21,6 +27,79 @@ DEMO_DATASET = "retail_sales"
 DEMO_START = date(2024, 1, 1)
 DEMO_HISTORY_DAYS = 600
 DEMO_BATCHES = 52
+
+
+class CliError(Exception):
+    """An expected failure, with what to do about it; ``main()`` prints it as one line."""
+
+    def __init__(self, message: str, code: int = 1):
+        super().__init__(message)
+        self.code = code
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # argparse's usage errors become one line too
+        raise CliError(f"{message} (see `{self.prog} --help`)", code=2)
+
+
+def _expected_errors() -> tuple[type[BaseException], ...]:
+    """The exception types that mean "the user can fix this", not "freshet has a bug"."""
+    from pydantic import ValidationError
+
+    from freshet.data.contracts import ContractError
+    from freshet.data.ingestion import UriRejected
+    from freshet.data.lake import StorageError
+    from freshet.events import EmitError
+    from freshet.ops.stack import StackError
+
+    types: list[type[BaseException]] = [CliError, ContractError, UriRejected, StorageError, EmitError, StackError,
+                                        ValidationError]
+    try:
+        from freshet.lab.replay import LabError
+        types.append(LabError)
+    except ImportError:  # the lab's optional imports are missing: its errors cannot occur
+        pass
+    return tuple(types)
+
+
+def _one_line(exc: BaseException) -> str:
+    """The message of an expected error, on one line, with what to do where the type implies it."""
+    from pydantic import ValidationError
+
+    from freshet.data.ingestion import UriRejected
+    from freshet.events import EmitError
+
+    if isinstance(exc, ValidationError):
+        err = exc.errors()[0]
+        field = "_".join(str(part) for part in err["loc"]).upper()
+        message = f"invalid setting FRESHET_{field}: {err['msg']} (see the settings table in README.md)"
+    else:
+        message = str(exc)
+        if isinstance(exc, UriRejected):
+            message += "; land files under <FRESHET_LAKE_URL>/landing/<dataset>/ first"
+        elif isinstance(exc, EmitError):
+            message += "; is PREFECT_API_URL right (or `freshet up` running)?"
+    return " ".join(message.split())
+
+
+def _require_api(url: str | None) -> str:
+    """The Prefect API to talk to, checked to answer; a one-line error saying what to do if not."""
+    from freshet.ops.stack import healthy
+
+    if not url:
+        raise CliError("no Prefect server to talk to: start the local one with `freshet up`, "
+                       "or set PREFECT_API_URL (and PREFECT_API_AUTH_STRING or PREFECT_API_KEY)")
+    if "api.prefect.cloud" not in url and not healthy(url, timeout=5):
+        raise CliError(f"cannot reach the Prefect API at {url}: start the server (`freshet up` for the local one) "
+                       "or fix PREFECT_API_URL")
+    return url
+
+
+def _api_url() -> str | None:
+    """PREFECT_API_URL as Prefect resolves it (environment, profile), else the local stack's."""
+    from prefect.settings import PREFECT_API_URL
+
+    return _use_stack_api() or PREFECT_API_URL.value()
 
 
 def _use_stack_api() -> str | None:
@@ -43,8 +122,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
     from freshet.data.lake import Lake
 
     if args.dataset != DEMO_DATASET:
-        print(f"freshet generate only knows how to make {DEMO_DATASET!r} data", file=sys.stderr)
-        return 2
+        raise CliError(f"freshet generate only makes {DEMO_DATASET!r} data; use --dataset {DEMO_DATASET}", code=2)
     lake = Lake.from_settings(get_settings())
     frame = generate_retail_sales(seed=args.seed, stores=args.stores, items=args.items, days=args.days,
                                   start=date.fromisoformat(args.start))
@@ -86,18 +164,14 @@ def cmd_emit(args: argparse.Namespace) -> int:
         else:
             files.append({**result.entry, "uri": uri})
     if problems:
-        print("not announcing: these files break the contract:\n" + "\n".join(problems), file=sys.stderr)
-        return 2
+        raise CliError("not announcing: the contract refuses " + "; ".join(problems), code=2)
     payload = events.landed_payload(args.dataset, files)
     event = events.build_event(events.DATA_LANDED, args.dataset, payload, payload["content_hashes"])
     if args.dry_run:
         print(json.dumps(event.model_dump(mode="json"), indent=2))
         return 0
-    try:
-        events.emit(event)
-    except events.EmitError as exc:
-        print(f"{exc}\nIs PREFECT_API_URL right (or `freshet up` running)?", file=sys.stderr)
-        return 1
+    _require_api(_api_url())
+    events.emit(event)
     print(f"emitted {events.DATA_LANDED} {event.id} for {args.dataset}: {payload['rows']} rows in "
           f"{len(files)} file(s), watermark {payload['watermark']}")
     return 0
@@ -105,40 +179,37 @@ def cmd_emit(args: argparse.Namespace) -> int:
 
 # ---------------------------------------------------------------- stack
 def cmd_up(args: argparse.Namespace) -> int:
-    from freshet.ops.stack import Stack, StackError
+    from freshet.ops.stack import Stack
 
-    try:
-        Stack(get_settings()).up()
-    except StackError as exc:
-        print(f"freshet up failed: {exc}", file=sys.stderr)
-        return 1
+    Stack(get_settings()).up()
     return 0
 
 
 def cmd_down(args: argparse.Namespace) -> int:
     from freshet.ops.stack import Stack
 
-    Stack(get_settings()).down()
+    stack = Stack(get_settings())
+    if not any(k in stack.state() for k in ("server", "worker")):
+        print(f"no local stack recorded in {stack.dir}; nothing to stop")
+    stack.down()
     return 0
 
 
 def cmd_deploy(args: argparse.Namespace) -> int:
     """Deploy to the Prefect API in PREFECT_API_URL (your own server or Prefect Cloud)."""
-    from freshet.ops.stack import POOL, StackError, _prefect_executable, _run, deploy, project_root
+    from freshet.ops.stack import POOL, _prefect_executable, _run, deploy, project_root
 
-    if not os.environ.get("PREFECT_API_URL") and not _use_stack_api():
-        print("set PREFECT_API_URL (or `prefect cloud login`) first", file=sys.stderr)
+    _require_api(_api_url())
     root = project_root()
     logdir = get_settings().stack_dir
+    logdir.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ)
-    try:
-        if args.create_pool:
-            _run([_prefect_executable(), "--no-prompt", "work-pool", "create", POOL, "--type", "process", "--overwrite"],
-                 env, root, logdir)
-        deploy(env, root, logdir)
-    except StackError as exc:
-        print(f"freshet deploy failed: {exc}", file=sys.stderr)
-        return 1
+    if args.create_pool:
+        print(f"creating work pool '{POOL}' ...", flush=True)
+        _run([_prefect_executable(), "--no-prompt", "work-pool", "create", POOL, "--type", "process", "--overwrite"],
+             env, root, logdir)
+    print("deploying from deployments/prefect.yaml and upserting the automations ...", flush=True)
+    deploy(env, root, logdir)
     print(f"deployed ingest, train and watchdog, and the staleness automations (log: {logdir / 'setup.log'})")
     return 0
 
@@ -164,7 +235,7 @@ def land_demo_batches(lake) -> list[str]:
     names = [f"demo-{i:03d}-{b['date'].min()}-{b['date'].max()}.csv" for i, b in enumerate(batches)]
     todo = [i for i, n in enumerate(names) if n not in present]
     if not todo:
-        raise SystemExit(f"every demo batch is already landed in {folder}; remove the landing folder to start over")
+        raise CliError(f"every demo batch is already landed in {folder}; remove the landing folder to start over")
     take = todo[:2] if todo[0] == 0 else todo[:1]
     uris = []
     for i in take:
@@ -181,7 +252,7 @@ def _wait_run(client, run_id, label: str, timeout: float):
         if run.state and run.state.is_final():
             return run
         if time.monotonic() - start > timeout:
-            raise SystemExit(f"{label} run {run.name} still {run.state.name if run.state else '?'} after {timeout:.0f} s")
+            raise CliError(f"{label} run {run.name} still {run.state.name if run.state else '?'} after {timeout:.0f} s")
         if time.monotonic() - last > 3:
             print(f"  ... {label} run {run.name}: {run.state.name if run.state else 'pending'} ({time.monotonic() - start:.0f} s)")
             last = time.monotonic()
@@ -203,15 +274,11 @@ def find_triggered_run(client, deployment_id, event_id: str):
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from freshet.ops.stack import Stack, StackError
+    from freshet.ops.stack import Stack
 
     settings = get_settings()
     stack = Stack(settings)
-    try:
-        api = stack.up()
-    except StackError as exc:
-        print(f"freshet demo: the local stack did not start: {exc}", file=sys.stderr)
-        return 1
+    api = stack.up()
     # Prefect reads its settings when first imported: point it at the stack before that.
     os.environ["PREFECT_API_URL"] = api
     os.environ["PREFECT_HOME"] = str(stack.home)
@@ -221,7 +288,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from freshet import events
     from freshet.modeling import registry
     from freshet.data.lake import Lake
-    ui = api.removesuffix("/api")
+    ui = stack.ui_url()
     lake = Lake.from_settings(settings)
     uris = land_demo_batches(lake)
     hashes = [_sha256(lake.contains(u) or u, lake.fs) for u in uris]
@@ -234,9 +301,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     with get_client(sync_client=True) as client:
         ingest_run = _wait_run(client, ingest_run.id, "ingest", 300)
         if not ingest_run.state.is_completed():
-            print(f"ingest run {ingest_run.name} ended {ingest_run.state.name}: {ingest_run.state.message}\n"
-                  f"see {ui}/runs/flow-run/{ingest_run.id}", file=sys.stderr)
-            return 1
+            raise CliError(f"ingest run {ingest_run.name} ended {ingest_run.state.name}: {ingest_run.state.message}; "
+                           f"see {ui}/runs/flow-run/{ingest_run.id}")
         print(f"ingest completed; {events.DATA_LANDED} event {expected} announced")
         train_dep = client.read_deployment_by_name("train/train")
         print("waiting for the automation to start 'train/train' ...")
@@ -246,17 +312,15 @@ def cmd_demo(args: argparse.Namespace) -> int:
             run = find_triggered_run(client, train_dep.id, expected)
             if run is None:
                 if time.monotonic() > deadline:
-                    print("no train run was triggered within 120 s; check the automation "
-                          f"'freshet-train-on-data-landed' at {ui}/automations", file=sys.stderr)
-                    return 1
+                    raise CliError("no train run was triggered within 120 s; check the automation "
+                                   f"'freshet-train-on-data-landed' at {ui}/automations")
                 time.sleep(0.5)
         print(f"automation created train run {run.name} ({time.monotonic() - started:.1f} s after ingestion started)")
         run = _wait_run(client, run.id, "train", 900)
         creator = run.created_by.display_value if run.created_by else "?"
         if not run.state.is_completed():
-            print(f"train run {run.name} ended {run.state.name}: {run.state.message}\n"
-                  f"see {ui}/runs/flow-run/{run.id}", file=sys.stderr)
-            return 1
+            raise CliError(f"train run {run.name} ended {run.state.name}: {run.state.message}; "
+                           f"see {ui}/runs/flow-run/{run.id}")
     models = [m for m in registry.list_models(lake, DEMO_DATASET) if m.get("flow_run_id") == str(run.id)]
     champ = registry.champion(lake, DEMO_DATASET)
     print("\n=== freshet demo summary ===")
@@ -320,18 +384,26 @@ def cmd_status(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
-    print(f"lake {settings.lake_url}")
-    for r in rows:
-        c = r["champion"]
-        t = r["last_training"]
-        print(f"\n{r['dataset']}")
-        print(f"  last landing   {r['last_landing'] or 'never'}"
-              + (f" ({r['staleness_hours']} h ago)" if r["staleness_hours"] is not None else ""))
-        print(f"  data           {r['files']} file(s), {r['rows']} rows, watermark {r['watermark'] or '-'}")
-        print(f"  champion       " + (f"{c['version']} (data to {c['watermark']}), WAPE {c['wape']:.3f} vs baseline {c['baseline_wape']:.3f}" if c else "none"))
-        print(f"  not yet trained on: {r['files_not_in_any_model']} file(s)")
-        print(f"  last training  " + (f"{t['version']} {'promoted' if t['promoted'] else 'not promoted'}: {t['reason']}" if t else "never"))
+    print(f"lake {settings.lake_url}\n")
+    print(format_table(["dataset", "files", "rows", "last landing", "watermark", "champion", "WAPE / baseline",
+                        "untrained files", "last training"], [_status_cells(r) for r in rows]))
     return 0
+
+
+def _status_cells(r: dict) -> list[str]:
+    c, t = r["champion"], r["last_training"]
+    landing = "never" if not r["last_landing"] else f"{r['staleness_hours']} h ago"
+    return [r["dataset"], str(r["files"]), str(r["rows"]), landing, r["watermark"] or "-",
+            c["version"] if c else "none", f"{c['wape']:.3f} / {c['baseline_wape']:.3f}" if c else "-",
+            str(r["files_not_in_any_model"]),
+            f"{'promoted' if t['promoted'] else 'not promoted'}: {t['reason']}" if t else "never"]
+
+
+def format_table(headers: list[str], rows: list[list[str]]) -> str:
+    """A plain-text table: padded columns, a rule under the header."""
+    widths = [max(len(h), *(len(row[i]) for row in rows)) for i, h in enumerate(headers)]
+    line = lambda cells: "  ".join(c.ljust(w) for c, w in zip(cells, widths)).rstrip()  # noqa: E731
+    return "\n".join([line(headers), line(["-" * w for w in widths]), *(line(row) for row in rows)])
 
 
 # ---------------------------------------------------------------- policies
@@ -344,23 +416,20 @@ def cmd_policies(args: argparse.Namespace) -> int:
 
     settings = get_settings()
     say = lambda msg: print(msg, flush=True)  # noqa: E731 - progress lines while it runs
-    try:
-        trace, source, contracts = replay.build_trace(args.from_lake, args.datasets, args.days, args.seed, settings)
-        report = replay.run_lab(trace, source, contracts, default_policies(), replay.lab_settings(settings),
-                                replay.LabConfig(threshold=timedelta(hours=args.threshold_hours)),
-                                source_name="lake" if args.from_lake else "synthetic", progress=say)
-    except replay.LabError as exc:
-        print(f"freshet policies: {exc}", file=sys.stderr)
-        return 1
+    trace, source, contracts = replay.build_trace(args.from_lake, args.datasets, args.days, args.seed, settings)
+    report = replay.run_lab(trace, source, contracts, default_policies(), replay.lab_settings(settings),
+                            replay.LabConfig(threshold=timedelta(hours=args.threshold_hours)),
+                            source_name="lake" if args.from_lake else "synthetic", progress=say)
     path, chart = replay.write_outputs(report, Path(args.out))
     print("\n" + replay.format_report(report))
     print(f"\nwrote {path} and {chart} in {report['runtime_seconds']:.0f} s")
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="freshet", description="Event-driven retraining for Prefect.")
-    sub = parser.add_subparsers(dest="command", required=True)
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="freshet", description="Event-driven retraining for Prefect.")
+    parser.add_argument("--debug", action="store_true", help="show the full traceback of an error (anywhere on the line)")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     g = sub.add_parser("generate", help="write synthetic retail_sales landing files")
     g.add_argument("--dataset", default=DEMO_DATASET)
@@ -397,8 +466,27 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--from-lake", action="store_true", help="replay the lake's manifest (FRESHET_LAKE_URL) instead of a generated trace")
     p.set_defaults(fn=cmd_policies)
 
-    args = parser.parse_args(argv)
-    return args.fn(args)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run one command; an expected error is one line on stderr and a non-zero exit code."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv
+    argv = [a for a in argv if a != "--debug"]
+    try:
+        args = build_parser().parse_args(argv)
+        return args.fn(args)
+    except KeyboardInterrupt:
+        if debug:
+            raise
+        print("freshet: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:
+        if debug or not isinstance(exc, _expected_errors()):
+            raise
+        print(f"freshet: error: {_one_line(exc)}", file=sys.stderr)
+        return exc.code if isinstance(exc, CliError) else 1
 
 
 if __name__ == "__main__":

@@ -268,8 +268,9 @@ def _run(cmd: list[str], env: dict[str, str], cwd: Path, logdir: Path) -> str:
     with open(logdir / "setup.log", "a") as log:
         log.write(f"$ {' '.join(cmd)}\n{result.stdout}\n{result.stderr}\n")
     if result.returncode != 0:
-        tail = (result.stderr or result.stdout).strip().splitlines()[-8:]
-        raise StackError(f"`{' '.join(cmd[1:4])} ...` failed (exit {result.returncode}):\n  " + "\n  ".join(tail))
+        lines = [line.strip() for line in (result.stderr or result.stdout).splitlines() if line.strip()]
+        raise StackError(f"`{' '.join(cmd[1:4])} ...` failed (exit {result.returncode}): {lines[-1] if lines else 'no output'}"
+                         f"; full output in {logdir / 'setup.log'}")
     return result.stdout
 
 
