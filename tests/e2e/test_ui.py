@@ -187,7 +187,8 @@ def test_a_custom_train_run_filled_in_the_form_completes_and_its_artifacts_rende
     page.get_by_role("link", name=re.compile(rf"{key}-report")).click()
     expect(page.get_by_role("heading", name=f"{DATASET}: model {model['version']}")).to_be_visible()
     decision = "promoted to champion" if model["decision"]["promote"] else "not promoted"
-    expect(page.get_by_text(f"{decision} ({model['decision']['reason']})")).to_be_visible()
+    # the rendered markdown (the raw source on the other tab reads "**Decision:**")
+    expect(page.get_by_text(f"Decision: {decision} ({model['decision']['reason']})")).to_be_visible()
     ui.assert_reaches_api()
     ui.shot("ui-report")
 
