@@ -141,6 +141,7 @@ def test_duplicate_events_create_no_second_run_or_model(e2e: E2E, e2e_client):
     assert len(registry.list_models(lake, ds)) == len(before_models), "a duplicate event trained a second model"
 
 
+@pytest.mark.topologies("sqlite", "scale")
 def test_staleness_alarm_fires_for_a_dataset_without_data(e2e: E2E, e2e_client):
     from prefect.events.filters import EventFilter, EventNameFilter, EventResourceFilter
 
