@@ -145,7 +145,7 @@ def _load(live: TopologyStack, quick: bool) -> dict[str, Any]:
     from freshet.data.generate import generate_retail_sales, split_into_batches
     from freshet.modeling import registry
 
-    datasets = [LOAD_DS.format(i) for i in range(6 if quick else LOAD_DATASETS)]
+    datasets = [LOAD_DS.format(i) for i in range(10 if quick else LOAD_DATASETS)]
     frames = {ds: generate_retail_sales(seed=100 + i, stores=3, items=4, days=300) for i, ds in enumerate(datasets)}
     cpu0, t0 = live.stack_cpu(), time.monotonic()
     first_event: dict[str, datetime] = {}
@@ -181,16 +181,23 @@ def _load(live: TopologyStack, quick: bool) -> dict[str, Any]:
 
 
 def run(quick: bool, keep: bool = False) -> dict[str, Any]:
+    """Scale first; each topology's figures are also written to results/topologies-partial.json as soon as known."""
+    import json
+
+    from common import RESULTS
+
     out: dict[str, Any] = {}
-    for topology in ("sqlite", "scale"):
+    for topology in ("scale", "sqlite"):
         say(f"topologies: starting the {topology} stack")
         with TopologyStack(topology, keep) as live:
             res: dict[str, Any] = {"startup_s": live.startup_s, "worker": live.worker_settings}
             say(f"{topology}: trigger latency")
-            res["latency"] = _latency(live, 4 if quick else 10)
+            res["latency"] = _latency(live, 6 if quick else 10)
+            out[topology] = res
             say(f"{topology}: load run")
             res["load"] = _load(live, quick)
-            out[topology] = res
+            RESULTS.mkdir(parents=True, exist_ok=True)
+            (RESULTS / "topologies-partial.json").write_text(json.dumps(out, indent=2, default=str))
         say(f"{topology}: {res['latency']['created_p50']:.2f} s created p50, "
             f"{res['latency']['running_p50']:.2f} s Running p50; load lag p50 {res['load']['lag_p50']}")
     return out
