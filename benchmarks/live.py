@@ -27,7 +27,7 @@ from typing import Any
 
 from common import REPO, cached_data, median, percentile, say
 
-BASE_CONTRACT = REPO / "flows" / "contracts" / "retail_sales.toml"
+BASE_CONTRACT = REPO / "src" / "freshet" / "data" / "bundled_contracts" / "retail_sales.toml"
 LATENCY_DS = "bench_latency"
 BURST_DS = "bench_burst"
 FRESH_DS = "bench_fresh_{}"

@@ -28,7 +28,7 @@ os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 
 from common import GiB, RESULTS, load_average, machine, say, uptime_line  # noqa: E402
 
-NAMES = ["ingestion", "training", "scale", "trigger_latency", "freshness", "burst"]
+NAMES = ["ingestion", "training", "scale", "trigger_latency", "freshness", "burst", "topologies"]
 LIVE = {"trigger_latency", "freshness", "burst"}
 
 
@@ -42,6 +42,10 @@ def _run_offline(name: str, quick: bool) -> dict[str, Any]:
         return {"overhead": training.run_overhead(quick), "sweep": training.run_sweep(quick)}
     if name == "scale":
         return training.run_scale(quick)
+    if name == "topologies":  # starts and stops its own stacks, one topology at a time
+        import topologies
+
+        return topologies.run(quick)
     raise KeyError(name)
 
 
@@ -192,6 +196,25 @@ def table(results: dict[str, Any]) -> list[dict[str, Any]]:
                              f"event's ({b['worker_cpu_net_s']:.0f} vs {bu['single']['worker_cpu_net_s']:.0f} CPU s, "
                              f"{b['trainings']} trainings)", bu["x_single"], f"{bu['x_single']:.2f}x", 2.2,
                              "<= 2.2x", True))
+    topo = results.get("topologies")
+    if topo and "error" in topo:
+        rows.append(_err("topologies", "sqlite vs scale", "see targets", topo["error"]))
+    elif topo:
+        for name in ("sqlite", "scale"):
+            t = topo.get(name)
+            if not t:
+                continue
+            lat, load = t["latency"], t["load"]
+            rows.append(_row(f"topology {name}", f"event -> train run created, p50 ({lat['events']} events; p95 "
+                             f"{_fmt_s(lat['created_p95'])})", lat["created_p50"], _fmt_s(lat["created_p50"]), 0.5,
+                             "< 0.5 s", True))
+            rows.append(_row(f"topology {name}", f"event -> train run Running, p50 (p95 {_fmt_s(lat['running_p95'])})",
+                             lat["running_p50"], _fmt_s(lat["running_p50"]), 3.0, "< 3 s", True))
+            rows.append(_row(f"topology {name}", f"load: {load['datasets']} datasets x 3 files in bursts, 2 workers: "
+                             f"lag p50 (p95 {_fmt_s(load['lag_p95'])}, max {_fmt_s(load['lag_max'])}; "
+                             f"{load['trainings']} trainings, {load['runs']} runs, {load['stack_cpu_s']:.0f} CPU s, "
+                             f"wall {_fmt_s(load['wall_s'])})", load["lag_p50"], _fmt_s(load["lag_p50"]), 60.0,
+                             "< 60 s", True))
     sc = results.get("scale")
     if sc:
         if "error" in sc:

@@ -5,8 +5,9 @@ from the event) or by a person from the UI with defaults, which trains on
 everything the manifest holds. The manifest, not the event, decides what is new:
 when the registry already holds a model for exactly the manifest's data, the run
 ends in seconds as "nothing new". Runs for one dataset are serialised by a
-Prefect global concurrency limit, and a run re-checks the manifest after
-training so data that landed meanwhile is not left behind.
+Prefect global concurrency limit (at most one run waits; see ``freshet.locks``),
+fitting takes one of the machine's shared training slots, and a run re-checks the
+manifest after training so data that landed meanwhile is not left behind.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from freshet.modeling import model as M
 from freshet.data.contracts import Contract, load_contract
 from freshet.data.ingestion import UriRejected, admit_file, landing_path, load_curated, read_manifest, unknown_landing_files
 from freshet.data.lake import Lake
-from freshet.locks import dataset_lock
+from freshet.locks import dataset_lock, training_slot
 from freshet.settings import Settings, get_settings
 
 # Every task takes ``cache_policy=NO_CACHE``: Prefect's default policy hashes each input,
@@ -315,7 +316,11 @@ def train(dataset: str = "retail_sales", uris: list[str] | None = None, event_id
     if pending:
         admit_pending(contract, pending, settings)
 
-    with dataset_lock(dataset):
+    with dataset_lock(dataset, queue=not force) as holder:
+        if not holder:
+            print(f"train {dataset}: another run is already waiting for this dataset's training slot and will "
+                  "train on this run's data too; done")
+            return {"dataset": dataset, "status": "queued-behind"}
         outcomes = []
         for _ in range(settings.max_train_rounds_per_run):
             entries = gather(contract, settings, triggered=bool(event_id) and not outcomes)
@@ -327,7 +332,8 @@ def train(dataset: str = "retail_sales", uris: list[str] | None = None, event_id
             if existing and not force:
                 _finish_interrupted_promotion(lake, dataset, existing, settings)
                 break
-            outcomes.append(train_once(contract, entries, settings, event_id))
+            with training_slot(settings.train_slots):
+                outcomes.append(train_once(contract, entries, settings, event_id))
             force = False
         if not outcomes:
             print(f"train {dataset}: nothing new: model {existing['version']} already covers all "

@@ -229,4 +229,4 @@ def run_events(run_id: str, name: str, count: int = 1, timeout: float = 30.0) ->
 # The real stack (`prefect server start` + deployments + a worker, marker `e2e`) lives
 # in tests/e2e/stack.py; its fixtures are imported here so test modules can request
 # them. Nothing above depends on them, and the flow tests above never start it.
-from tests.e2e.stack import e2e, e2e_client  # noqa: E402,F401
+from tests.e2e.stack import e2e, e2e_client, pytest_generate_tests  # noqa: E402,F401

@@ -1,39 +1,85 @@
-"""One training at a time per dataset, through a Prefect global concurrency limit.
+"""Training slots, as Prefect global concurrency limits (created on first use).
 
-The limit ``freshet-train-<dataset>`` (one slot) is created on first use. Its
-slot is a lease: if a worker dies mid-training, the lease expires and the next
-run proceeds, so a crash never wedges a dataset.
+Three limits, taken in this order by a ``train`` run:
+
+- ``freshet-train-wait-<dataset>`` (one slot): the dataset's waiting room. A run
+  that finds it taken ends at once: the run already waiting has not read the
+  manifest yet, so it will train on this run's (already admitted) data too. So a
+  dataset never has more than one run waiting, however many events arrive while it
+  trains. A forced run skips the waiting room (``force`` must not be lost).
+- ``freshet-train-<dataset>`` (one slot): one training at a time per dataset. The
+  waiting-room slot is released once this one is held, before the manifest is read.
+- ``freshet-train-slots`` (``FRESHET_TRAIN_SLOTS``, default 2): the machine's
+  training capacity, shared by every dataset, held only while fitting, not while a
+  run waits for its dataset or for a burst to settle. A busy dataset therefore
+  cannot hold capacity another dataset needs (the deployment has no concurrency
+  limit of its own).
+
+Every slot is a lease: if a worker dies mid-training, the lease expires and the
+next run proceeds, so a crash never wedges a dataset.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 
 from prefect.client.orchestration import get_client
 from prefect.concurrency.sync import concurrency
 from prefect.exceptions import ObjectAlreadyExists
 
 LEASE_SECONDS = 60.0
+TRAIN_SLOTS = "freshet-train-slots"
+# how long a run tries for the waiting room before concluding another run holds it
+WAITING_ROOM_PROBE_SECONDS = 1.0
 
 
 def lock_name(dataset: str) -> str:
     return f"freshet-train-{dataset.replace('_', '-')}"
 
 
-def ensure_lock(dataset: str) -> str:
-    """Create the dataset's one-slot limit if it does not exist (safe to race)."""
-    name = lock_name(dataset)
+def waiting_room_name(dataset: str) -> str:
+    return f"freshet-train-wait-{dataset.replace('_', '-')}"
+
+
+def ensure_limit(name: str, limit: int) -> str:
+    """Create the limit, or set its size, if needed (safe to race)."""
     with get_client(sync_client=True) as client:
         try:
-            client.upsert_global_concurrency_limit_by_name(name, 1)
+            client.upsert_global_concurrency_limit_by_name(name, limit)
         except ObjectAlreadyExists:
             pass  # another run created it between our read and our create
     return name
 
 
+def ensure_lock(dataset: str) -> str:
+    return ensure_limit(lock_name(dataset), 1)
+
+
 @contextmanager
-def dataset_lock(dataset: str) -> Iterator[None]:
-    """Hold the dataset's training slot for the duration of the block."""
-    with concurrency(ensure_lock(dataset), occupy=1, strict=True, lease_duration=LEASE_SECONDS):
+def dataset_lock(dataset: str, queue: bool = True) -> Iterator[bool]:
+    """Hold the dataset's training slot for the block; yields False (holding nothing) when
+    ``queue`` and another run is already waiting for it."""
+    with ExitStack() as held:
+        waiting = None
+        if queue:
+            waiting = ExitStack()
+            try:
+                waiting.enter_context(concurrency(ensure_limit(waiting_room_name(dataset), 1), occupy=1, strict=True,
+                                                  timeout_seconds=WAITING_ROOM_PROBE_SECONDS,
+                                                  lease_duration=LEASE_SECONDS))
+            except TimeoutError:
+                yield False
+                return
+            held.push(waiting)  # released on any error while waiting for the lock below
+        held.enter_context(concurrency(ensure_lock(dataset), occupy=1, strict=True, lease_duration=LEASE_SECONDS))
+        if waiting is not None:
+            waiting.close()  # the next arrival may wait now: this run reads the manifest after this point
+        yield True
+
+
+@contextmanager
+def training_slot(slots: int) -> Iterator[None]:
+    """Hold one of the machine's ``slots`` training slots (shared by every dataset)."""
+    with concurrency(ensure_limit(TRAIN_SLOTS, slots), occupy=1, strict=True, lease_duration=LEASE_SECONDS):
         yield

@@ -100,6 +100,13 @@ class Settings(BaseSettings):
         "when data landed meanwhile, at most this many times.",
     )
 
+    train_slots: int = Field(
+        2,
+        ge=1,
+        description="Trainings that may fit at once across all datasets (the Prefect global concurrency "
+        "limit freshet-train-slots). A run waiting for its dataset or for a burst to settle holds none.",
+    )
+
     # --- wiring ---------------------------------------------------------
     stale_after_seconds: float | None = Field(
         None,
@@ -121,6 +128,22 @@ class Settings(BaseSettings):
     )
     stack_port: int = Field(
         4200, ge=0, description="Port of the local Prefect server (0: pick a free port)."
+    )
+
+    scale_database_url: str | None = Field(
+        None,
+        description="`freshet up --scale`: the Prefect database, e.g. postgresql+asyncpg://user:pass@host:5432/prefect. "
+        "Unset: a throwaway PostgreSQL cluster (initdb) under the stack folder.",
+    )
+    scale_redis_url: str | None = Field(
+        None,
+        description="`freshet up --scale`: Redis for Prefect's messaging, leases and docket, e.g. redis://host:6379/0. "
+        "Unset: a local redis-server without persistence.",
+    )
+    scale_workers: int = Field(2, ge=1, description="`freshet up --scale`: process workers to start.")
+    postgres_bin_dir: Path = Field(
+        Path("/usr/lib/postgresql/15/bin"),
+        description="Folder holding PostgreSQL's initdb and postgres, for the throwaway cluster of `freshet up --scale`.",
     )
 
     @field_validator("contracts_dir", "stack_dir")

@@ -1,16 +1,29 @@
 """End-to-end fixtures: a real ``prefect server start``, work pool, deployments and worker.
 
-The stack is started exactly as ``freshet up`` starts it (``freshet.ops.stack.Stack``):
-a Prefect server on a free port of 127.0.0.1 with a temporary Prefect home, the
-``freshet`` process pool, ``prefect deploy --all --prefect-file
-deployments/prefect.yaml`` run from the repository root, the code-defined
-automations, and a process worker. Everything it starts it stops, by process id.
+Two topologies, the ``topology`` parameter of the session fixture ``e2e``:
+
+- ``sqlite``: started exactly as ``freshet up`` starts it (``freshet.ops.stack.Stack``):
+  a Prefect server on a free port of 127.0.0.1 with a temporary Prefect home, the
+  ``freshet`` process pool, ``prefect deploy --all --prefect-file
+  deployments/prefect.yaml`` run from the repository root, the code-defined
+  automations, and a process worker.
+- ``scale``: as ``freshet up --scale`` (``freshet.ops.scale.ScaleStack``): PostgreSQL,
+  Redis, Prefect's services, two API servers (the tests talk to one, the workers to
+  the other) and two workers. Where PostgreSQL's or Redis' binaries are missing its
+  tests skip, naming the package to install; ``FRESHET_REQUIRE_SCALE=1`` (set by
+  ``.ci/run``) turns the skip into a failure.
+
+Every e2e test runs on ``sqlite``; a test marked ``@pytest.mark.topologies("sqlite",
+"scale")`` runs on both, ``topologies("scale")`` on the scale topology only. Only one
+stack runs at a time. Everything a stack starts it stops, by process id.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -20,6 +33,7 @@ from typing import Any
 import pytest
 
 from freshet.settings import BUNDLED_CONTRACTS, Settings
+from freshet.ops.scale import ScaleStack, missing_requirements
 from freshet.ops.stack import Stack
 
 REPO = Path(__file__).resolve().parents[2]
@@ -32,6 +46,7 @@ class E2E:
     lake: Path
     env: dict[str, str]
     contracts: Path
+    topology: str = "sqlite"
 
     def prefect(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
         """Run the ``prefect`` CLI against this stack, as a user's shell would."""
@@ -41,10 +56,8 @@ class E2E:
 
     def logs(self) -> str:
         parts = []
-        for name in ("server", "worker", "setup"):
-            path = self.stack.dir / f"{name}.log"
-            if path.exists():
-                parts.append(f"--- {name}.log (tail) ---\n" + "\n".join(path.read_text().splitlines()[-40:]))
+        for path in sorted(self.stack.dir.glob("*.log")):
+            parts.append(f"--- {path.name} (tail) ---\n" + "\n".join(path.read_text(errors="replace").splitlines()[-40:]))
         return "\n".join(parts)
 
 
@@ -63,7 +76,17 @@ def poll(what: str, fn: Callable[[], Any], timeout: float = 20.0, every: float =
 # The whole e2e session runs with Prefect's basic auth on, so every step (deploy,
 # worker, automations, CLI, REST) is proven to work with it.
 AUTH = "freshet:e2e-not-a-real-password"
-EXTRA_DATASETS = ("burst_a", "burst_b", "crash_c")
+EXTRA_DATASETS = ("burst_a", "burst_b", "crash_c", "iso_busy", "iso_other", "fault_e")
+TOPOLOGIES = ("sqlite", "scale")
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Every test that uses the e2e stack runs once per topology its ``topologies`` marker names."""
+    if "e2e" in metafunc.fixturenames:
+        marker = metafunc.definition.get_closest_marker("topologies")
+        names = marker.args if marker else ("sqlite",)
+        assert set(names) <= set(TOPOLOGIES), names
+        metafunc.parametrize("topology", names, scope="session")
 
 
 def write_contract(folder: Path, name: str, **overrides: Any) -> Path:
@@ -77,15 +100,25 @@ def write_contract(folder: Path, name: str, **overrides: Any) -> Path:
 
 
 @pytest.fixture(scope="session")
-def e2e(tmp_path_factory: pytest.TempPathFactory) -> Iterator[E2E]:
-    base = tmp_path_factory.mktemp("e2e")
+def e2e(topology: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[E2E]:
+    base = tmp_path_factory.mktemp(f"e2e-{topology}")
+    if topology == "scale":
+        problems = missing_requirements(Settings())
+        if problems:
+            message = "scale topology unavailable: " + "; ".join(problems)
+            if os.environ.get("FRESHET_REQUIRE_SCALE") == "1":
+                pytest.fail(message + " (FRESHET_REQUIRE_SCALE=1)")
+            pytest.skip(message)
+        # PostgreSQL runs as its own user, who must reach its data folder: not under pytest's 0700 temp root
+        base = Path(tempfile.mkdtemp(prefix="freshet-e2e-scale-"))
+        base.chmod(0o755)
     contracts = base / "contracts"
     contracts.mkdir()
     for name in ("retail_sales", *EXTRA_DATASETS):
         write_contract(contracts, name)
     settings = Settings(lake_url=str(base / "lake"), stack_dir=base / "stack", stack_port=0, contracts_dir=contracts)
     # credentials go to the stack's processes only, never into this test process's environment
-    stack = Stack(settings, extra_env={
+    stack = (ScaleStack if topology == "scale" else Stack)(settings, extra_env={
         "PREFECT_SERVER_API_AUTH_STRING": AUTH,
         "PREFECT_API_AUTH_STRING": AUTH,
         # task and flow run states reach the API sooner, so tests can act on them
@@ -93,9 +126,12 @@ def e2e(tmp_path_factory: pytest.TempPathFactory) -> Iterator[E2E]:
     })
     try:
         api = stack.up(out=lambda line: print(f"[e2e] {line}"))
-        yield E2E(stack=stack, api_url=api, lake=base / "lake", env=stack.client_env(), contracts=contracts)
+        yield E2E(stack=stack, api_url=api, lake=base / "lake", env=stack.client_env(), contracts=contracts,
+                  topology=topology)
     finally:
         stack.down(out=lambda line: print(f"[e2e] {line}"))
+        if topology == "scale":
+            shutil.rmtree(base, ignore_errors=True)
 
 
 @pytest.fixture()

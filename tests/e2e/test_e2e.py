@@ -68,6 +68,7 @@ def frames():
     return data.filter(pl.col("date") < cut), data.filter(pl.col("date") >= cut)
 
 
+@pytest.mark.topologies("sqlite", "scale")
 def test_ingest_then_external_emit_each_trigger_a_promoting_train_run(e2e: E2E, e2e_client, frames):
     from prefect.deployments import run_deployment
 
@@ -130,6 +131,7 @@ def test_deploying_twice_leaves_one_automation_of_each(e2e: E2E, e2e_client):
     assert names() == before
 
 
+@pytest.mark.topologies("sqlite", "scale")
 def test_the_stack_enforces_basic_auth(e2e: E2E):
     import urllib.error
     import urllib.request

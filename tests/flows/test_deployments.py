@@ -41,7 +41,8 @@ def test_the_train_trigger_matches_freshets_events_and_settings() -> None:
     assert trigger["within"] == Settings().trigger_throttle_seconds
 
 
-def test_train_runs_cannot_pile_up_and_datasets_do_not_cancel_each_other() -> None:
-    limit = DEPLOYMENTS["train"]["concurrency_limit"]
-    assert limit["collision_strategy"] == "ENQUEUE" and limit["limit"] >= 2
+def test_a_busy_dataset_cannot_hold_deployment_slots_other_datasets_need() -> None:
+    # capacity is the freshet-train-slots global limit, taken only while fitting (freshet.locks);
+    # a deployment limit would also count runs that only wait for their dataset
+    assert "concurrency_limit" not in DEPLOYMENTS["train"]
     assert DEPLOYMENTS["watchdog"]["schedules"][0]["interval"] > 0

@@ -107,6 +107,10 @@ def _use_stack_api() -> str | None:
     from freshet.ops.stack import Stack
 
     stack = Stack(get_settings())
+    if not os.environ.get("PREFECT_API_URL") and not stack.running():
+        from freshet.ops.scale import ScaleStack
+
+        stack = ScaleStack(get_settings()) if ScaleStack(get_settings()).running() else stack
     url = os.environ.get("PREFECT_API_URL") or (stack.api_url() if stack.running() else None)
     if url and not os.environ.get("PREFECT_API_URL"):
         os.environ["PREFECT_API_URL"] = url
@@ -179,19 +183,22 @@ def cmd_emit(args: argparse.Namespace) -> int:
 
 # ---------------------------------------------------------------- stack
 def cmd_up(args: argparse.Namespace) -> int:
+    from freshet.ops.scale import ScaleStack
     from freshet.ops.stack import Stack
 
-    Stack(get_settings()).up()
+    (ScaleStack if args.scale else Stack)(get_settings()).up()
     return 0
 
 
 def cmd_down(args: argparse.Namespace) -> int:
+    from freshet.ops.scale import ScaleStack
     from freshet.ops.stack import Stack
 
     stack = Stack(get_settings())
     if not any(k in stack.state() for k in ("server", "worker")):
         print(f"no local stack recorded in {stack.dir}; nothing to stop")
     stack.down()
+    ScaleStack(get_settings()).down()  # the scale topology's processes, if `up --scale` started any
     return 0
 
 
@@ -448,7 +455,11 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--dry-run", action="store_true", help="print the event instead of sending it")
     e.set_defaults(fn=cmd_emit)
 
-    sub.add_parser("up", help="start the local Prefect server, deployments, automations and worker").set_defaults(fn=cmd_up)
+    u = sub.add_parser("up", help="start the local Prefect server, deployments, automations and worker")
+    u.add_argument("--scale", action="store_true",
+                   help="the scale-out topology: PostgreSQL, Redis, Prefect's services, two API servers, "
+                        "FRESHET_SCALE_WORKERS workers")
+    u.set_defaults(fn=cmd_up)
     sub.add_parser("down", help="stop the processes `freshet up` started").set_defaults(fn=cmd_down)
     d = sub.add_parser("deploy", help="deploy to the Prefect API in PREFECT_API_URL (own server or Cloud)")
     d.add_argument("--create-pool", action="store_true", help="also create the 'freshet' process work pool")
