@@ -184,7 +184,6 @@ def parse_contract(path: Path) -> Contract:
         period = parse_duration(frequency)
     except ValueError as exc:
         raise _fail(path, "frequency", f"{exc} (or one of {sorted(FREQUENCY_ALIASES)})") from None
-    frequency = FREQUENCY_ALIASES.get(frequency, frequency)
     if columns[time_column] == pl.Date() and period % timedelta(days=1) != timedelta(0):
         raise _fail(path, "time_column", f"frequency {frequency!r} is shorter than a day: it needs a Datetime time column")
     keys = tuple(column_ref("series_keys", k) for k in need("series_keys", list))
