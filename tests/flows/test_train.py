@@ -298,3 +298,52 @@ def test_no_task_hashes_its_inputs() -> None:
     tasks = [t for m in (train_module, ingest_module) for t in vars(m).values() if isinstance(t, Task)]
     assert len(tasks) >= 10
     assert [t.name for t in tasks if t.cache_policy is not NO_CACHE] == []
+
+
+# ----------------------------------------------------------------- every dtype as an input
+BIKES_CONTRACT = """\
+name = "bikes"
+time_column = "ts"
+frequency = "1h"
+series_keys = ["station"]
+target = "rides"
+known = ["weather", "workday", "holiday"]
+observed = ["wind"]
+horizon = 24
+objective = "squared_error"
+
+[columns]
+ts = "Datetime"
+station = "String"
+rides = "Float64"
+weather = "String"
+workday = "Boolean"
+holiday = "Int8"
+wind = "Float64"
+"""
+
+
+def test_string_boolean_and_zero_heavy_exogenous_columns_train_through_the_flow(
+    prefect_api, lake_env: LakeHandle, tmp_path, monkeypatch
+) -> None:
+    from tests.modeling.test_training import bikes
+
+    contracts = tmp_path / "contracts"
+    contracts.mkdir()
+    (contracts / "bikes.toml").write_text(BIKES_CONTRACT, encoding="utf-8")
+    monkeypatch.setenv("FRESHET_CONTRACTS_DIR", str(contracts))
+    bikes_contract = load_contract("bikes", contracts)
+    data = bikes(days=30)
+    assert (data["wind"] == 0).mean() > 0.5 and (data["holiday"] == 0).all()  # numeric columns full of zeros
+    uri = lake_env.land(data, "bikes.csv", dataset="bikes")
+    assert admit_file(lake_env.lake, bikes_contract, uri).status == "admitted"
+
+    state = train(dataset="bikes", return_state=True)
+    assert state.is_completed(), state.message
+    out = state.result()
+    assert (out["status"], out["promoted"], out["rows"]) == ("trained", True, data.height)
+    meta = lake_env.read_json("models", "bikes", out["version"], "meta.json")
+    assert meta["feature_spec"]["categories"]["weather"] == ["clear", "mist", "rain"]
+    assert "wind_lag_24" in meta["features"] and "wind" not in meta["features"]
+    assert meta["metrics"]["model"]["wape"] < meta["metrics"]["baseline"]["wape"]
+    assert len(meta["backtest"]["windows"]) == 4
