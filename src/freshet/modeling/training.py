@@ -145,6 +145,8 @@ def fit_candidates(prep: Prepared, settings: Any) -> tuple[Candidate, list[Candi
     c = prep.contract
     done: list[Candidate] = []
     for transform in candidate_transforms(c):
+        if transform == "level_scale" and not prep.spec.windows:
+            continue  # its level is the newest season's rolling mean
         spec = prep.spec.with_transform(transform)
         cols, types = F.feature_columns(c, spec), F.feature_types(spec, c)
         train = _transformed(prep.train, c, spec).filter(pl.col(F.TARGET).is_not_null() & pl.col(F.TARGET).is_not_nan())
