@@ -17,13 +17,13 @@ from prefect.exceptions import ObjectAlreadyExists
 LEASE_SECONDS = 60.0
 
 
-def lock_name(dataset: str) -> str:
-    return f"freshet-train-{dataset.replace('_', '-')}"
+def lock_name(dataset: str, kind: str = "train") -> str:
+    return f"freshet-{kind}-{dataset.replace('_', '-')}"
 
 
-def ensure_lock(dataset: str) -> str:
+def ensure_lock(dataset: str, kind: str = "train") -> str:
     """Create the dataset's one-slot limit if it does not exist (safe to race)."""
-    name = lock_name(dataset)
+    name = lock_name(dataset, kind)
     with get_client(sync_client=True) as client:
         try:
             client.upsert_global_concurrency_limit_by_name(name, 1)
@@ -33,7 +33,7 @@ def ensure_lock(dataset: str) -> str:
 
 
 @contextmanager
-def dataset_lock(dataset: str) -> Iterator[None]:
-    """Hold the dataset's training slot for the duration of the block."""
-    with concurrency(ensure_lock(dataset), occupy=1, strict=True, lease_duration=LEASE_SECONDS):
+def dataset_lock(dataset: str, kind: str = "train") -> Iterator[None]:
+    """Hold the dataset's training (or ``kind="forecast"``: forecasting) slot for the duration of the block."""
+    with concurrency(ensure_lock(dataset, kind), occupy=1, strict=True, lease_duration=LEASE_SECONDS):
         yield
