@@ -18,6 +18,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 import polars as pl
+import polars.selectors as cs
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
@@ -188,8 +189,7 @@ def _publish_artifacts(contract: Contract, history: pl.DataFrame, out: pl.DataFr
                        pointer: dict[str, Any]) -> None:
     key = f"freshet-{contract.name.replace('_', '-')}-forecast"
     label = "seasonal naive (no champion yet)" if pointer["method"] == SEASONAL_NAIVE else f"model {pointer['model_version']}"
-    create_table_artifact(key=key, table=out.head(50).with_columns(pl.col(pl.Date, pl.Datetime).cast(pl.String),
-                                                                    pl.col("issued_at").cast(pl.String)).to_dicts(),
+    create_table_artifact(key=key, table=out.head(50).with_columns(cs.temporal().cast(pl.String)).to_dicts(),
                           description=f"First rows of the {contract.name} forecast by {label}")
     png = publish.chart_png(history, out, list(contract.series_keys), contract.time_column, contract.target)
     missing_text = (f"**{missing.height} series lack future values of {', '.join(known_in_advance(contract))} "

@@ -55,10 +55,10 @@ def sales(request: pytest.FixtureRequest) -> pl.DataFrame:
     return generate_retail_sales(seed=seed_for(request), **SMALL)
 
 
-def test_no_data_yet_ends_the_run_saying_so(prefect_api, lake_env: LakeHandle, capsys) -> None:
+def test_no_data_yet_ends_the_run_saying_so(prefect_api, lake_env: LakeHandle, caplog) -> None:
     result = forecast(dataset=DATASET)
     assert result["status"] == "no-data"
-    assert "no data yet" in capsys.readouterr().out
+    assert "no data yet" in caplog.text
     assert forecast_files(lake_env) == []
 
 
@@ -95,7 +95,7 @@ def test_without_a_champion_the_seasonal_naive_forecast_is_published_once_and_la
 
 
 def test_the_champion_forecasts_with_future_values_and_names_series_without_them(
-        prefect_api, lake_env: LakeHandle, sales: pl.DataFrame, capsys) -> None:
+        prefect_api, lake_env: LakeHandle, sales: pl.DataFrame, caplog) -> None:
     watermark = sales["date"].max()
     history = sales.filter(pl.col("date") <= watermark)
     assert admit_file(lake_env.lake, RETAIL, lake_env.land(history, "history.csv")).ok
@@ -114,7 +114,7 @@ def test_the_champion_forecasts_with_future_values_and_names_series_without_them
 
     state = forecast(dataset=DATASET, return_state=True)
     result = state.result()
-    out = capsys.readouterr().out
+    out = caplog.text
     assert result["status"] == "published" and result["method"] == "model"
     assert result["model_version"] == champ["version"]
     assert result["missing_series"] == 1 and f"{dropped[0]}" in out and "NOT forecast" in out
