@@ -34,9 +34,6 @@ from freshet.modeling import publish, registry
 from freshet.modeling.forecast import MODEL, SEASONAL_NAIVE, forecast_frame, known_in_advance
 from freshet.settings import Settings, get_settings
 
-MAX_ROUNDS = 3
-
-
 class MissingFutureValues(RuntimeError):
     """No series has the future values of the known-in-advance columns a model forecast needs."""
 
@@ -169,6 +166,7 @@ def forecast_once(contract: Contract, settings: Settings, event_id: str | None) 
         "missing_series": missing.height, "missing_example": missing.head(10).to_dicts(),
         "data_fingerprint": data_fp, "future_fingerprint": future_fp, "files": len(entries),
         "horizon": contract.horizon, "event_id": event_id, "flow_run_id": str(flow_run.get_id() or ""),
+        "timings": timings,
     }
     start = time.perf_counter()
     moved = write(dataset, path, out, pointer, settings)
@@ -238,7 +236,7 @@ def forecast(dataset: str = "retail_sales", uris: list[str] | None = None, event
 
     results = []
     with dataset_lock(dataset, kind="forecast"):
-        for round_ in range(MAX_ROUNDS):
+        for round_ in range(2):
             result = forecast_once(contract, settings, event_id)
             results.append(result)
             if result["status"] == "no-data" or not event_id or round_ > 0:

@@ -39,8 +39,6 @@ def _use_stack_api() -> str | None:
 
 # ---------------------------------------------------------------- generate
 def cmd_generate(args: argparse.Namespace) -> int:
-    import polars as pl
-
     from freshet.data.generate import generate_retail_sales, split_into_batches
     from freshet.data.lake import Lake
 
@@ -155,7 +153,9 @@ def _sha256(path: str, fs) -> str:
 
 
 def land_demo_batches(lake) -> list[str]:
-    """Land the next demo batch (the first time: the history and one batch)."""
+    """Land the next demo batch (the first time: the history and one batch), and the week after it's future values."""
+    import polars as pl
+
     from freshet.data.generate import generate_retail_sales, split_into_batches
 
     folder = lake.landing_dir(DEMO_DATASET)
