@@ -49,7 +49,7 @@ def test_landings_and_promotions_publish_forecasts_and_a_rerun_publishes_nothing
     write_contract(e2e.contracts, DATASET)  # the stack reads contracts at run time
     lake = Lake(str(e2e.lake))
     start = date(2024, 1, 1)
-    data = generate_retail_sales(seed=23, stores=3, items=4, days=221, start=start)
+    data = generate_retail_sales(seed=23, stores=3, items=4, days=221, start=start, missing_rate=0.0)
     cut = start + timedelta(days=200)
     history, week = data.filter(pl.col("date") < cut), data.filter((pl.col("date") >= cut) & (pl.col("date") < cut + timedelta(days=7)))
     # known-in-advance prices and promotions for the three weeks after the history
