@@ -34,6 +34,12 @@ def forecast_times(contract: Contract, watermark) -> pl.Series:
                      dtype=dtype)
 
 
+def lookback_periods(contract: Contract) -> int:
+    """History, in periods before the watermark, that the forecast rows' features read (and a margin of one)."""
+    h = contract.horizon
+    return max(max(F.lags_for(contract)), h + max(F.rolling_windows(contract)), F.seasonal_lag(contract)) + 1
+
+
 def _grid(history: pl.DataFrame, contract: Contract) -> pl.DataFrame:
     """Every series of the history crossed with the forecast periods."""
     keys = list(contract.series_keys)
@@ -78,7 +84,9 @@ def forecast_frame(history: pl.DataFrame, contract: Contract, booster: Any, meta
         return pl.DataFrame(schema={**{c: contract.columns[c] for c in [*keys, t]}, "forecast": pl.Float64,
                                     "method": pl.String}), missing
     future_rows = rows.with_columns(pl.lit(None, dtype=contract.columns[y]).alias(y)).select(contract.columns.keys())
-    combined = pl.concat([history.join(rows.select(keys).unique(), on=keys, how="semi"), future_rows])
+    # only the newest periods reach the forecast rows' features: build them on those alone
+    recent = history.filter(pl.col(t) > history[t].max() - contract.period * lookback_periods(contract))
+    combined = pl.concat([recent.join(rows.select(keys).unique(), on=keys, how="semi"), future_rows])
     feats = F.build_features(combined.lazy(), contract).filter(pl.col(t) > history[t].max()).collect()
     columns = list((meta or {}).get("features") or F.feature_columns(contract))
     out = feats.select(*keys, t).with_columns(
