@@ -66,30 +66,42 @@ def test_landings_and_promotions_publish_forecasts_and_a_rerun_publishes_nothing
     assert by_champion["method"] == "model" and by_champion["watermark"] == str(history["date"].max())
     assert by_champion["rows"] == 12 * 7 and by_champion["missing_series"] == 0
 
-    # 2. a week lands: the same champion forecasts on it at once, before any model has seen it
-    second = _land(lake, "week.csv", week)
-    run = run_deployment("ingest/ingest", parameters={"dataset": DATASET, "uris": [second]}, timeout=0)
-    assert _final(e2e_client, run.id, 180, e2e).state.is_completed()
-    fresh = poll("a forecast whose watermark covers the new week",
-                 lambda: next((f for f in _forecasts(lake) if f["watermark"] == str(week["date"].max())), None), 120)
-    assert fresh["model_version"] == champ["version"], "the forecast waited for training"
-    assert all(e["uri"] != second for e in champ["lineage"])  # no model had seen the week
+    # 2. a week lands while training is switched off: the same champion forecasts on it
+    def train_runs_final():
+        from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId
+
+        dep = e2e_client.read_deployment_by_name("train/train")
+        runs = [r for r in e2e_client.read_flow_runs(
+            deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[dep.id])), limit=200)
+            if r.parameters.get("dataset") == DATASET]
+        return runs and all(r.state and r.state.is_final() for r in runs)
+    poll("the history's training runs to finish", train_runs_final, 300)
+    champ = registry.champion(lake, DATASET)
+    models_before = len(registry.list_models(lake, DATASET))
+    [train_trigger] = e2e_client.read_automations_by_name("freshet-train-on-data-landed")
+    e2e_client.pause_automation(train_trigger.id)
+    try:
+        second = _land(lake, "week.csv", week)
+        run = run_deployment("ingest/ingest", parameters={"dataset": DATASET, "uris": [second]}, timeout=0)
+        assert _final(e2e_client, run.id, 180, e2e).state.is_completed()
+        fresh = poll("a forecast whose watermark covers the new week",
+                     lambda: next((f for f in _forecasts(lake) if f["watermark"] == str(week["date"].max())), None), 120)
+    finally:
+        e2e_client.resume_automation(train_trigger.id)
+    assert fresh["model_version"] == champ["version"] and fresh["method"] == "model"
+    assert len(registry.list_models(lake, DATASET)) == models_before, "no training happened in between"
+    assert all(e["uri"] != second for e in champ["lineage"])  # the champion never saw the week
     frame = pl.read_parquet(lake.read_bytes(fresh["path"]))
-    assert frame["date"].min() == week["date"].max() + timedelta(days=1)
+    assert frame["date"].min() == week["date"].max() + timedelta(days=1) and frame.height == 12 * 7
     assert set(frame["model_version"]) == {champ["version"]} and set(frame["data_watermark"]) == {fresh["watermark"]}
 
-    # 3. once the week's training is done (promoted or not), a rerun publishes no second file
-    def trainings_settled():
-        models = registry.list_models(lake, DATASET)
-        return len(models) >= 2 and models
-    poll("the week's training", trainings_settled, 300)
-    newest = registry.champion(lake, DATASET)
-    if newest["version"] != champ["version"]:
-        poll("a forecast by the promoted model",
-             lambda: next((f for f in _forecasts(lake) if f["model_version"] == newest["version"]), None), 120)
+    # 3. a rerun of the same champion on the same data publishes no second file
+    poll("the week's forecast run to finish", lambda: all(
+        r.state and r.state.is_final() for r in e2e_client.read_flow_runs(limit=200)
+        if r.parameters.get("dataset") == DATASET), 120)
     before = sorted(lake.list(lake.forecasts_dir(DATASET), suffix=".parquet"))
     rerun = run_deployment("forecast/forecast", parameters={"dataset": DATASET}, timeout=0)
     rerun = _final(e2e_client, rerun.id, 120, e2e)
     assert rerun.state.is_completed(), rerun.state.message
     assert sorted(lake.list(lake.forecasts_dir(DATASET), suffix=".parquet")) == before
-    assert publish.read_latest(lake, DATASET)["model_version"] == newest["version"]
+    assert publish.read_latest(lake, DATASET)["forecast_id"] == fresh["forecast_id"]
