@@ -105,7 +105,7 @@ def test_forecast_prints_or_writes_the_latest_forecast_and_status_shows_its_age(
     pointer = _publish_seasonal_naive(lake_env, tiny_sales)
     assert main(["forecast", "--dataset", DATASET]) == 0
     printed = capsys.readouterr().out
-    assert pointer["uri"] in printed and "seasonal_naive" in printed
+    assert pointer["uri"] in printed and "seasonal naive (no champion yet)" in printed
     for name in ("f.csv", "f.parquet"):
         assert main(["forecast", "--dataset", DATASET, "--out", str(tmp_path / name)]) == 0
         back = pl.read_csv(tmp_path / name) if name.endswith(".csv") else pl.read_parquet(tmp_path / name)

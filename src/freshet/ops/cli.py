@@ -324,7 +324,8 @@ def _demo_forecast(lake, champ, timeout: float = 120.0) -> None:
     frame = publish.read_forecast(lake, latest)
     lag = (datetime.fromisoformat(latest["issued_at"]) - datetime.fromisoformat(
         max(e["landed_at"] for e in read_manifest(lake, DEMO_DATASET)))).total_seconds()
-    print(f"forecast    {latest['rows']} rows, {latest['series']} series, {latest['method']} {latest['model_version']}, "
+    by = "seasonal naive (no champion yet)" if latest["method"] == "seasonal_naive" else f"model {latest['model_version']}"
+    print(f"forecast    {latest['rows']} rows, {latest['series']} series, by {by}, "
           f"data to {latest['watermark']}, issued {lag:.1f} s after the newest landing")
     print(f"            {latest['uri']}  (`freshet forecast --dataset {DEMO_DATASET} --out forecast.csv`)")
     print(frame.drop("issued_at", "data_watermark").head(8))
@@ -407,7 +408,8 @@ def cmd_forecast(args: argparse.Namespace) -> int:
               "lands or a model is promoted (or run the 'forecast' deployment)", file=sys.stderr)
         return 1
     frame = publish.read_forecast(lake, latest)
-    header = (f"{dataset}: {latest['rows']} rows by {latest['method']} {latest['model_version']}, data to "
+    by = "seasonal naive (no champion yet)" if latest["method"] == "seasonal_naive" else f"model {latest['model_version']}"
+    header = (f"{dataset}: {latest['rows']} rows by {by}, data to "
               f"{latest['watermark']}, issued {latest['issued_at']}\n{latest['uri']}")
     if args.out:
         out = Path(args.out)
