@@ -47,7 +47,7 @@ class LiveStack:
         self.contracts = self.tmp / "contracts"
         self.contracts.mkdir()
         text = BASE_CONTRACT.read_text()
-        for ds in [LATENCY_DS, BURST_DS, *(FRESH_DS.format(i) for i in range(1, 4))]:
+        for ds in [LATENCY_DS, BURST_DS, *(FRESH_DS.format(i) for i in range(1, 4)), "bench_forecast"]:
             (self.contracts / f"{ds}.toml").write_text(text.replace('name = "retail_sales"', f'name = "{ds}"'))
 
     def __enter__(self) -> "LiveStack":

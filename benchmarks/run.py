@@ -28,8 +28,8 @@ os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 
 from common import GiB, RESULTS, load_average, machine, say, uptime_line  # noqa: E402
 
-NAMES = ["ingestion", "training", "scale", "trigger_latency", "freshness", "burst", "topologies"]
-LIVE = {"trigger_latency", "freshness", "burst"}
+NAMES = ["ingestion", "training", "scale", "trigger_latency", "freshness", "forecast", "burst", "topologies"]
+LIVE = {"trigger_latency", "freshness", "forecast", "burst"}
 
 
 def _run_offline(name: str, quick: bool) -> dict[str, Any]:
@@ -76,6 +76,10 @@ def run_all(selected: list[str], quick: bool, keep_stack: bool) -> dict[str, Any
                     guarded("trigger_latency", lambda: live.run_latency(stack, quick))
                 if "freshness" in live_names:
                     guarded("freshness", lambda: live.run_freshness(stack, quick))
+                if "forecast" in live_names:
+                    import forecast
+
+                    guarded("forecast", lambda: forecast.run_forecast_freshness(stack, quick))
                 if "burst" in live_names:
                     guarded("burst", lambda: live.run_burst(stack, quick))
                 if "trigger_latency" in live_names and "error" not in results["trigger_latency"] and not quick:
@@ -147,6 +151,15 @@ def table(results: dict[str, Any]) -> list[dict[str, Any]]:
                              f"(median of {len(fr['runs'])})", fr["lag_median_s"], _fmt_s(fr["lag_median_s"]), 60.0,
                              "< 60 s", True))
             rows[-1]["note"] = ", ".join(f"{k} {v:.1f}" for k, v in st.items())
+    fc = results.get("forecast")
+    if fc:
+        if "error" in fc:
+            rows.append(_err("forecast freshness", "file lands -> forecast published", "< 30 s", fc["error"]))
+        else:
+            rows.append(_row("forecast freshness", f"file lands -> a forecast that uses it is published, "
+                             f"{fc['rows_history']:,} rows of history (median of {len(fc['runs'])})", fc["lag_median_s"],
+                             _fmt_s(fc["lag_median_s"]), 30.0, "< 30 s", True))
+            rows[-1]["note"] = ", ".join(f"{k} {v:.1f}" for k, v in fc["stages_median"].items())
     ing = results.get("ingestion")
     if ing:
         if "error" in ing:

@@ -20,6 +20,7 @@ MODEL_TRAINED = "model.trained"
 MODEL_PROMOTED = "model.promoted"
 MODEL_REJECTED = "model.rejected"
 DATASET_STALE = "freshet.dataset.stale"
+FORECAST_PUBLISHED = "forecast.published"
 
 RESOURCE_PREFIX = "freshet.dataset."
 DATASET_LABEL = "freshet.dataset"
@@ -70,6 +71,22 @@ def rejected_payload(dataset: str, uri: str, content_hash: str | None, reasons: 
         "rows_rejected": rows_rejected,
         "rows_admitted": rows_admitted,
         "reasons": [{k: r[k] for k in ("column", "rule", "rows")} | {"detail": r.get("detail", "")} for r in reasons],
+    }
+
+
+def forecast_payload(dataset: str, model_version: str, method: str, watermark: str, rows: int, uri: str,
+                     forecast_id: str, missing_series: int, event_id: str | None) -> dict[str, Any]:
+    """Payload of ``forecast.published``."""
+    return {
+        "dataset": dataset,
+        "model_version": model_version,
+        "method": method,
+        "watermark": watermark,
+        "rows": rows,
+        "uri": uri,
+        "forecast_id": forecast_id,
+        "missing_series": missing_series,
+        "event_id": event_id,
     }
 
 

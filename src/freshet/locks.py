@@ -34,12 +34,17 @@ TRAIN_SLOTS = "freshet-train-slots"
 WAITING_ROOM_PROBE_SECONDS = 1.0
 
 
-def lock_name(dataset: str) -> str:
-    return f"freshet-train-{dataset.replace('_', '-')}"
+def lock_name(dataset: str, kind: str = "train") -> str:
+    return f"freshet-{kind}-{dataset.replace('_', '-')}"
 
 
-def waiting_room_name(dataset: str) -> str:
-    return f"freshet-train-wait-{dataset.replace('_', '-')}"
+def waiting_room_name(dataset: str, kind: str = "train") -> str:
+    return f"freshet-{kind}-wait-{dataset.replace('_', '-')}"
+
+
+def ensure_lock(dataset: str, kind: str = "train") -> str:
+    """The dataset's one-slot limit for ``kind`` ("train" or "forecast"), created if needed."""
+    return ensure_limit(lock_name(dataset, kind), 1)
 
 
 def ensure_limit(name: str, limit: int) -> str:
@@ -52,27 +57,23 @@ def ensure_limit(name: str, limit: int) -> str:
     return name
 
 
-def ensure_lock(dataset: str) -> str:
-    return ensure_limit(lock_name(dataset), 1)
-
-
 @contextmanager
-def dataset_lock(dataset: str, queue: bool = True) -> Iterator[bool]:
-    """Hold the dataset's training slot for the block; yields False (holding nothing) when
-    ``queue`` and another run is already waiting for it."""
+def dataset_lock(dataset: str, queue: bool = True, kind: str = "train") -> Iterator[bool]:
+    """Hold the dataset's training (``kind="forecast"``: forecasting) slot for the block; yields
+    False (holding nothing) when ``queue`` and another run is already waiting for it."""
     with ExitStack() as held:
         waiting = None
         if queue:
             waiting = ExitStack()
             try:
-                waiting.enter_context(concurrency(ensure_limit(waiting_room_name(dataset), 1), occupy=1, strict=True,
+                waiting.enter_context(concurrency(ensure_limit(waiting_room_name(dataset, kind), 1), occupy=1, strict=True,
                                                   timeout_seconds=WAITING_ROOM_PROBE_SECONDS,
                                                   lease_duration=LEASE_SECONDS))
             except TimeoutError:
                 yield False
                 return
             held.push(waiting)  # released on any error while waiting for the lock below
-        held.enter_context(concurrency(ensure_lock(dataset), occupy=1, strict=True, lease_duration=LEASE_SECONDS))
+        held.enter_context(concurrency(ensure_lock(dataset, kind), occupy=1, strict=True, lease_duration=LEASE_SECONDS))
         if waiting is not None:
             waiting.close()  # the next arrival may wait now: this run reads the manifest after this point
         yield True

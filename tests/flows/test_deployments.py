@@ -46,3 +46,16 @@ def test_a_busy_dataset_cannot_hold_deployment_slots_other_datasets_need() -> No
     # a deployment limit would also count runs that only wait for their dataset
     assert "concurrency_limit" not in DEPLOYMENTS["train"]
     assert DEPLOYMENTS["watchdog"]["schedules"][0]["interval"] > 0
+
+
+def test_the_forecast_triggers_follow_promotions_and_landings_per_dataset() -> None:
+    triggers = {t["expect"][0]: t for t in DEPLOYMENTS["forecast"]["triggers"]}
+    assert set(triggers) == {events.MODEL_PROMOTED, events.DATA_LANDED}
+    for trigger in triggers.values():
+        assert trigger["match"]["prefect.resource.id"] == f"{events.RESOURCE_PREFIX}*"
+        assert trigger["for_each"] == ["prefect.resource.id"]
+        # the flow looks again once the throttle window has passed: it must know the window
+        assert trigger["within"] == Settings().trigger_throttle_seconds
+        assert events.DATASET_LABEL in trigger["parameters"]["dataset"]
+    assert set(triggers[events.DATA_LANDED]["parameters"]) == {"dataset", "uris", "event_id"}
+    assert DEPLOYMENTS["forecast"]["concurrency_limit"]["collision_strategy"] == "ENQUEUE"

@@ -8,6 +8,8 @@ Layout under the base URL::
     quarantine/<dataset>/<sha256>/             reason.json, rejected rows or the original file
     models/<dataset>/<version>/                model.ubj + meta.json (meta written last)
     models/<dataset>/champion.json             pointer to the champion version
+    forecasts/<dataset>/<id>.parquet           published forecasts (+ latest.json, the pointer)
+    future/landing|curated|manifest|quarantine/<dataset>/   future values of known-in-advance columns
 
 Every object a reader can see is published atomically: local files are written
 to a hidden temporary name and renamed; S3 objects appear only when their
@@ -118,6 +120,13 @@ class Lake:
 
     def champion_path(self, dataset: str) -> str:
         return self.path("models", dataset, "champion.json")
+
+    def forecasts_dir(self, dataset: str) -> str:
+        return self.path("forecasts", dataset)
+
+    def area(self, name: str) -> "Lake":
+        """The same lake rooted at a sub-folder (``future``: the landing area for future values)."""
+        return Lake(f"{self.url}/{name}", self.storage_options, self.retries, self.retry_base_delay, fs=self.fs)
 
     def contains(self, uri: str) -> str | None:
         """The lake path of ``uri`` if it lies inside this lake, else None (no I/O)."""

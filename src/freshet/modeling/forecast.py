@@ -20,6 +20,14 @@ from freshet.data.contracts import Contract
 from freshet.modeling import features as F
 from freshet.modeling import model as M
 
+MODEL = "model"
+SEASONAL_NAIVE = "seasonal_naive"
+
+
+def known_in_advance(contract: Contract) -> list[str]:
+    """Exogenous columns whose future values a forecast needs: the contract's known-in-advance ones."""
+    return list(contract.known)
+
 
 def spec_of(meta: dict[str, Any] | None, contract: Contract) -> F.FeatureSpec:
     """The model's feature spec from its meta.json (models older than specs: the contract's default)."""
@@ -116,12 +124,12 @@ def forecast_frame(history: pl.LazyFrame | pl.DataFrame, contract: Contract, boo
     if booster is not None and feats.height:
         clip = bool((meta or {}).get("clip_at_zero", True))
         values = predict_target(booster, feats, contract, spec, clip=clip)
-        method = "model"
+        method = MODEL
     elif booster is not None:
-        values, method = np.zeros(0), "model"
+        values, method = np.zeros(0), MODEL
     else:
         values = feats[F.BASELINE].cast(pl.Float64).fill_null(float("nan")).to_numpy()
-        method = "seasonal_naive"
+        method = SEASONAL_NAIVE
     out = feats.select(*keys, t).with_columns(pl.Series("forecast", values, dtype=pl.Float64).fill_nan(None),
                                              pl.lit(method).alias("method"))
     no_value = out.filter(pl.col("forecast").is_null()).select(keys).unique()

@@ -1,4 +1,4 @@
-"""The ``freshet`` command line: generate, emit, up, down, deploy, demo, status, policies.
+"""The ``freshet`` command line: generate, emit, up, down, deploy, demo, status, forecast, policies.
 
 Settings come from ``FRESHET_*`` environment variables (see ``freshet.settings``);
 ``up`` records the local stack's API URL so later commands find it.
@@ -18,7 +18,7 @@ import json
 import os
 import sys
 import time
-from datetime import date, datetime, timezone
+from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 
 from freshet.settings import get_settings
@@ -231,13 +231,16 @@ def _sha256(path: str, fs) -> str:
 
 
 def land_demo_batches(lake) -> list[str]:
-    """Land the next demo batch (the first time: the history and one batch)."""
+    """Land the next demo batch (the first time: the history and one batch), and the week after it's future values."""
+    import polars as pl
+
     from freshet.data.generate import generate_retail_sales, split_into_batches
 
     folder = lake.landing_dir(DEMO_DATASET)
     lake.fs.makedirs(folder, exist_ok=True)
     present = {p.rsplit("/", 1)[-1] for p in lake.list(folder)}
-    frame = generate_retail_sales(seed=7, days=DEMO_HISTORY_DAYS + 7 * DEMO_BATCHES, start=DEMO_START)
+    full = generate_retail_sales(seed=7, days=DEMO_HISTORY_DAYS + 7 * DEMO_BATCHES + 7, start=DEMO_START)
+    frame = full.filter(pl.col("date") < full["date"].max() - timedelta(days=6))
     batches = split_into_batches(frame, DEMO_BATCHES + 1)
     names = [f"demo-{i:03d}-{b['date'].min()}-{b['date'].max()}.csv" for i, b in enumerate(batches)]
     todo = [i for i, n in enumerate(names) if n not in present]
@@ -249,7 +252,23 @@ def land_demo_batches(lake) -> list[str]:
         with lake.staged(f"{folder}/{names[i]}") as local:
             batches[i].write_csv(local)
         uris.append(lake.uri(f"{folder}/{names[i]}"))
+    land_demo_future(lake, full, batches[take[-1]]["date"].max())
     return uris
+
+
+def land_demo_future(lake, full, watermark) -> str:
+    """Land the week after ``watermark`` without its target: the known-in-advance prices and promotions."""
+    import polars as pl
+
+    from freshet.data.future import future_lake
+
+    future = future_lake(lake)
+    rows = full.filter((pl.col("date") > watermark) & (pl.col("date") <= watermark + timedelta(days=7))).drop("units_sold")
+    path = f"{future.landing_dir(DEMO_DATASET)}/future-{rows['date'].min()}-{rows['date'].max()}.csv"
+    future.fs.makedirs(future.landing_dir(DEMO_DATASET), exist_ok=True)
+    with future.staged(path) as local:
+        rows.write_csv(local)
+    return future.uri(path)
 
 
 def _wait_run(client, run_id, label: str, timeout: float):
@@ -350,9 +369,37 @@ def cmd_demo(args: argparse.Namespace) -> int:
             print(f"freshness   {lag:.1f} s from landing to promotion of champion {champ['version']}")
     elif champ:
         print(f"champion    unchanged: {champ['version']} (data to {champ['data_watermark']})")
+    _demo_forecast(lake, champ)
     print(f"UI          {ui}/runs/flow-run/{run.id}   (deployments: {ui}/deployments, automations: {ui}/automations)")
     print(f"done in {time.monotonic() - started:.1f} s. `freshet status` shows the datasets; `freshet down` stops the stack.")
     return 0
+
+
+def _demo_forecast(lake, champ, timeout: float = 120.0) -> None:
+    """Wait for the forecast that uses the newest data and the champion, then show it and where it is."""
+    from freshet.data.ingestion import read_manifest
+    from freshet.modeling import publish
+
+    watermark = max(e["max_time"] for e in read_manifest(lake, DEMO_DATASET))
+    want = champ["version"] if champ else "seasonal_naive"
+    deadline = time.monotonic() + timeout
+    while True:
+        latest = publish.read_latest(lake, DEMO_DATASET)
+        if latest and str(latest["watermark"]) >= watermark and latest["model_version"] == want:
+            break
+        if time.monotonic() > deadline:
+            print(f"forecast    not published within {timeout:.0f} s (latest: {latest and latest['forecast_id']}); "
+                  "see the 'forecast' runs in the UI", file=sys.stderr)
+            return
+        time.sleep(0.5)
+    frame = publish.read_forecast(lake, latest)
+    lag = (datetime.fromisoformat(latest["issued_at"]) - datetime.fromisoformat(
+        max(e["landed_at"] for e in read_manifest(lake, DEMO_DATASET)))).total_seconds()
+    by = "seasonal naive (no champion yet)" if latest["method"] == "seasonal_naive" else f"model {latest['model_version']}"
+    print(f"forecast    {latest['rows']} rows, {latest['series']} series, by {by}, "
+          f"data to {latest['watermark']}, issued {lag:.1f} s after the newest landing")
+    print(f"            {latest['uri']}  (`freshet forecast --dataset {DEMO_DATASET} --out forecast.csv`)")
+    print(frame.drop("issued_at", "data_watermark").head(8))
 
 
 # ---------------------------------------------------------------- status
@@ -363,6 +410,9 @@ def dataset_status(lake, name: str, now: datetime) -> dict:
     entries = read_manifest(lake, name)
     models = registry.list_models(lake, name)
     champ = registry.champion(lake, name)
+    from freshet.modeling import publish
+
+    latest = publish.read_latest(lake, name)
     last_landing = max((e["landed_at"] for e in entries), default=None)
     return {
         "dataset": name,
@@ -376,6 +426,11 @@ def dataset_status(lake, name: str, now: datetime) -> dict:
         "files_not_in_any_model": len(registry.uncovered(entries, models)),
         "last_training": models and {"version": models[-1]["version"], "promoted": models[-1]["decision"]["promote"],
                                      "reason": models[-1]["decision"]["reason"], "at": models[-1]["trained_at"]},
+        "forecast": latest and {
+            "uri": latest["uri"], "method": latest["method"], "model_version": latest["model_version"],
+            "watermark": latest["watermark"], "issued_at": latest["issued_at"], "rows": latest["rows"],
+            "age_hours": round((now - datetime.fromisoformat(latest["issued_at"])).total_seconds() / 3600, 2),
+            "missing_series": latest.get("missing_series", 0)},
     }
 
 
@@ -393,7 +448,43 @@ def cmd_status(args: argparse.Namespace) -> int:
         return 0
     print(f"lake {settings.lake_url}\n")
     print(format_table(["dataset", "files", "rows", "last landing", "watermark", "champion", "WAPE / baseline",
-                        "untrained files", "last training"], [_status_cells(r) for r in rows]))
+                        "untrained files", "forecast", "last training"], [_status_cells(r) for r in rows]))
+    return 0
+
+
+# ---------------------------------------------------------------- forecast
+def cmd_forecast(args: argparse.Namespace) -> int:
+    """Print the latest published forecast of a dataset, or write it to CSV / parquet."""
+    from freshet.data.contracts import check_dataset_name
+    from freshet.data.lake import Lake
+    from freshet.modeling import publish
+
+    _use_stack_api()
+    dataset = check_dataset_name(args.dataset)
+    lake = Lake.from_settings(get_settings())
+    latest = publish.read_latest(lake, dataset)
+    if latest is None:
+        raise CliError(f"no forecast published for {dataset} yet in {lake.url}; it is published when data lands "
+                       "or a model is promoted (or run the 'forecast' deployment)")
+    frame = publish.read_forecast(lake, latest)
+    by = "seasonal naive (no champion yet)" if latest["method"] == "seasonal_naive" else f"model {latest['model_version']}"
+    header = (f"{dataset}: {latest['rows']} rows by {by}, data to "
+              f"{latest['watermark']}, issued {latest['issued_at']}\n{latest['uri']}")
+    if args.out:
+        out = Path(args.out)
+        if out.suffix.lower() in (".parquet", ".pq"):
+            frame.write_parquet(out)
+        elif out.suffix.lower() == ".csv":
+            frame.write_csv(out)
+        else:
+            raise CliError(f"--out must end in .csv or .parquet, not {out.name!r}", code=2)
+        print(f"{header}\nwrote {out}")
+        return 0
+    import polars as pl
+
+    with pl.Config(tbl_rows=args.rows, tbl_cols=-1):
+        print(header)
+        print(frame)
     return 0
 
 
@@ -402,8 +493,15 @@ def _status_cells(r: dict) -> list[str]:
     landing = "never" if not r["last_landing"] else f"{r['staleness_hours']} h ago"
     return [r["dataset"], str(r["files"]), str(r["rows"]), landing, r["watermark"] or "-",
             c["version"] if c else "none", f"{c['wape']:.3f} / {c['baseline_wape']:.3f}" if c else "-",
-            str(r["files_not_in_any_model"]),
+            str(r["files_not_in_any_model"]), _forecast_cell(r["forecast"]),
             f"{'promoted' if t['promoted'] else 'not promoted'}: {t['reason']}" if t else "never"]
+
+
+def _forecast_cell(f: dict | None) -> str:
+    if not f:
+        return "none"
+    by = "seasonal naive" if f["method"] == "seasonal_naive" else f["model_version"]
+    return f"{f['age_hours']} h old, data to {f['watermark']}, {by}"
 
 
 def format_table(headers: list[str], rows: list[list[str]]) -> str:
@@ -468,6 +566,11 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("status", help="per dataset: landings, champion, staleness, last training")
     s.add_argument("--json", action="store_true")
     s.set_defaults(fn=cmd_status)
+    f = sub.add_parser("forecast", help="print the latest published forecast of a dataset, or write it (CSV or parquet)")
+    f.add_argument("--dataset", required=True)
+    f.add_argument("--out", help="a .csv or .parquet file to write instead of printing")
+    f.add_argument("--rows", type=int, default=20, help="rows to print")
+    f.set_defaults(fn=cmd_forecast)
     p = sub.add_parser("policies", help="compare retraining policies (clock, round-robin, event-driven) on a replayed trace")
     p.add_argument("--out", default=".freshet/policies", help="folder for report.json and chart.png")
     p.add_argument("--datasets", type=int, default=3, help="synthetic datasets in the generated trace")

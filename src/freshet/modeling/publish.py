@@ -1,0 +1,93 @@
+"""Published forecasts on the lake: one parquet file per (model, data, future values), and a pointer.
+
+``forecasts/<dataset>/<watermark>-<id>.parquet`` where ``id`` is derived from the model
+version (or ``seasonal_naive``), the manifest's data fingerprint and the future values'
+fingerprint: the same inputs always name the same file, so a duplicate event or a rerun
+publishes no second file. ``forecasts/<dataset>/latest.json`` points at the newest
+forecast and is replaced atomically, never moved back to an older watermark or model.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from datetime import datetime
+from typing import Any
+
+import polars as pl
+
+from freshet.data.lake import Lake
+
+LATEST = "latest.json"
+
+
+def forecast_id(model_version: str, data_fingerprint: str, future_fingerprint: str) -> str:
+    """Deterministic id of a forecast from everything it depends on."""
+    return hashlib.sha256(f"{model_version}|{data_fingerprint}|{future_fingerprint}".encode()).hexdigest()[:16]
+
+
+def forecast_path(lake: Lake, dataset: str, watermark: str, fid: str) -> str:
+    stamp = datetime.fromisoformat(str(watermark)).strftime("%Y%m%dT%H%M%S")
+    return lake.path("forecasts", dataset, f"{stamp}-{fid}.parquet")
+
+
+def latest_path(lake: Lake, dataset: str) -> str:
+    return lake.path("forecasts", dataset, LATEST)
+
+
+def read_latest(lake: Lake, dataset: str) -> dict[str, Any] | None:
+    """The latest forecast's pointer document, or None before the first."""
+    path = latest_path(lake, dataset)
+    return lake.read_json(path) if lake.exists(path) else None
+
+
+def list_forecasts(lake: Lake, dataset: str) -> list[str]:
+    return lake.list(lake.forecasts_dir(dataset), suffix=".parquet")
+
+
+def write_forecast(lake: Lake, path: str, frame: pl.DataFrame) -> None:
+    """Publish the forecast parquet atomically."""
+    with tempfile.TemporaryDirectory(prefix="freshet-forecast-") as work:
+        local = os.path.join(work, "forecast.parquet")
+        frame.write_parquet(local)
+        lake.publish_file(local, path)
+
+
+def newer_than(pointer: dict[str, Any], current: dict[str, Any] | None) -> bool:
+    """Whether ``pointer`` should replace ``current``: a newer watermark, or the same one from a newer issue."""
+    if current is None:
+        return True
+    return (str(pointer["watermark"]), pointer["issued_at"]) >= (str(current["watermark"]), current["issued_at"])
+
+
+def read_forecast(lake: Lake, pointer: dict[str, Any]) -> pl.DataFrame:
+    return pl.read_parquet(lake.read_bytes(pointer["path"]))
+
+
+def chart_png(history: pl.DataFrame, forecast: pl.DataFrame, keys: list[str], time_column: str, target: str,
+              series: int = 4, periods: int = 56) -> bytes:
+    """A PNG of the newest actuals and the forecast for the first few series (headless matplotlib)."""
+    import io
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    chosen = forecast.select(keys).unique(maintain_order=True).head(series)
+    fig, axes = plt.subplots(max(1, chosen.height), 1, figsize=(9, 2.2 * max(1, chosen.height)), squeeze=False)
+    for ax, row in zip(axes[:, 0], chosen.iter_rows(named=True)):
+        match = pl.all_horizontal(pl.col(k) == v for k, v in row.items())
+        past = history.filter(match).sort(time_column).tail(periods)
+        ahead = forecast.filter(match).sort(time_column)
+        ax.plot(past[time_column].to_list(), past[target].to_list(), color="#444", label="actual")
+        ax.plot(ahead[time_column].to_list(), ahead["forecast"].to_list(), color="#d62728", marker=".",
+                label=f"forecast ({ahead['method'][0] if ahead.height else '-'})")
+        ax.set_title(", ".join(f"{k}={v}" for k, v in row.items()), fontsize=9)
+        ax.legend(fontsize=7, loc="upper left")
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=80)
+    plt.close(fig)
+    return buf.getvalue()
