@@ -71,7 +71,8 @@ def test_without_a_champion_the_seasonal_naive_forecast_is_published_once_and_la
     [name] = forecast_files(lake_env)
     frame = lake_env.read_parquet("forecasts", DATASET, name)
     series = sales.select(KEYS).n_unique()
-    assert frame.height == series * RETAIL.horizon
+    # generated data misses 2% of its days: a period whose seasonal lag is missing is left out, not filled
+    assert 0.9 * series * RETAIL.horizon <= frame.height <= series * RETAIL.horizon
     assert set(frame["method"]) == {"seasonal_naive"} and set(frame["model_version"]) == {"seasonal_naive"}
     assert frame["date"].min() > sales["date"].max() and set(frame["data_watermark"]) == {str(sales["date"].max())}
     # the values are seasonal naive's, computed from the curated rows
@@ -117,15 +118,17 @@ def test_the_champion_forecasts_with_future_values_and_names_series_without_them
     out = caplog.text
     assert result["status"] == "published" and result["method"] == "model"
     assert result["model_version"] == champ["version"]
-    assert result["missing_series"] == 1 and f"{dropped[0]}" in out and "NOT forecast" in out
     frame = publish.read_forecast(lake_env.lake, publish.read_latest(lake_env.lake, DATASET))
     expected, missing = forecast_frame(
         history, RETAIL, registry.load_booster(lake_env.lake, DATASET, champ["version"]), champ, future=partial)
-    assert missing.rows() == [dropped]
+    # the series without future values is named; others may be cut short where a seasonal lag is missing
+    assert missing.filter(pl.col("reason").str.contains("future value")).select(KEYS).rows() == [dropped]
+    assert result["missing_series"] == missing.height and f"{dropped[0]}" in out and "NOT forecast" in out
+    assert frame.join(pl.DataFrame([dropped], schema=KEYS, orient="row"), on=KEYS, how="semi").height == 0
     assert_frame_equal(frame.select(expected.columns), expected, check_dtypes=False)
     assert set(frame["model_version"]) == {champ["version"]}
     report = artifact(flow_run_id(state), "freshet-retail-sales-forecast-report")
-    assert "lack future values" in report.data
+    assert "were not forecast" in report.data and "no future value of a known exogenous column" in report.data
 
     quarantined = [json.loads(b) for b in _quarantine_reasons(lake_env)]
     assert len(quarantined) == 1 and quarantined[0]["reasons"][0]["column"] == "price"

@@ -81,8 +81,8 @@ def forecast_frame(history: pl.LazyFrame | pl.DataFrame, contract: Contract, boo
     Returns:
         ``(forecasts, skipped)``: forecasts has the series keys, the time column, ``forecast`` (Float64) and
         ``method`` (``"model"`` or ``"seasonal_naive"``), sorted by series and time; skipped has the series keys
-        and a ``reason`` for every series left out: one lacking a future value of a known exogenous column (never
-        filled silently), or one whose forecast cannot be computed (no history at the seasonal lag).
+        and a ``reason`` for every series left out or cut short: one lacking a future value of a known exogenous column (never
+        filled silently), or periods whose forecast cannot be computed (no history at the seasonal lag).
         No target value after the watermark is read.
     """
     keys, t = list(contract.series_keys), contract.time_column
@@ -132,11 +132,14 @@ def forecast_frame(history: pl.LazyFrame | pl.DataFrame, contract: Contract, boo
         method = SEASONAL_NAIVE
     out = feats.select(*keys, t).with_columns(pl.Series("forecast", values, dtype=pl.Float64).fill_nan(None),
                                              pl.lit(method).alias("method"))
-    no_value = out.filter(pl.col("forecast").is_null()).select(keys).unique()
+    # a period without a value (no history at its seasonal lag) is left out, never filled; the rest of its
+    # series is still forecast, and the series is named with how many periods are missing
+    no_value = out.filter(pl.col("forecast").is_null()).group_by(keys).len()
     if no_value.height:
-        skipped.append(no_value.with_columns(pl.lit(
-            "no history at the seasonal lag or in the newest season to forecast from").alias("reason")))
-        out = out.join(no_value, on=keys, how="anti")
+        skipped.append(no_value.select(*keys, pl.format(
+            "{} of {} periods not forecast: no history at the seasonal lag to forecast from",
+            pl.col("len"), pl.lit(contract.horizon)).alias("reason")))
+        out = out.filter(pl.col("forecast").is_not_null())
     skip = pl.concat(skipped).unique(subset=keys, keep="first").sort(keys)
     return out.select(list(out_schema)).sort([*keys, t]), skip
 
