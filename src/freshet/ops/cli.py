@@ -268,7 +268,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         s = m["metrics"]
         promoted_here |= bool(champ and champ["version"] == m["version"])
         print(f"model       {m['version']} on {len(m['lineage'])} file(s), data up to {m['data_watermark']}")
-        print(f"holdout     WAPE {s['model']['wape']:.3f} vs seasonal-naive {s['baseline']['wape']:.3f}"
+        print(f"backtest    WAPE {s['model']['wape']:.3f} vs seasonal-naive {s['baseline']['wape']:.3f}"
               + (f" vs champion {s['champion']['wape']:.3f}" if s["champion"] else "")
               + f" -> {'PROMOTED' if m['decision']['promote'] else 'not promoted'} ({m['decision']['reason']})")
     if champ and promoted_here:
