@@ -85,6 +85,7 @@ def load_bikeshare() -> pl.DataFrame:
     start = datetime(2011, 1, 1)
     return raw.select(
         (pl.lit(start) + pl.duration(days=pl.col("day") - 1, hours=pl.col("hr"))).cast(pl.Datetime("us")).alias("time"),
+        pl.lit("washington_dc").alias("city"),
         pl.col("bikers").cast(pl.Float64),
         pl.col("weathersit").cast(pl.String),
         pl.col("workingday").cast(pl.Int8),
@@ -104,6 +105,7 @@ def load_taylor() -> pl.DataFrame:
     start = datetime(2000, 6, 5)
     return pl.DataFrame({
         "time": pl.datetime_range(start, start + timedelta(hours=len(hourly) - 1), "1h", eager=True).cast(pl.Datetime("us")),
+        "grid": "england_wales",
         "demand_mw": hourly,
     })
 
@@ -132,9 +134,9 @@ class DataSet:
 
 DATASETS: dict[str, DataSet] = {
     "bikeshare": DataSet("bikeshare", lambda: parse_contract(CONTRACTS / "bikeshare.toml"), load_bikeshare,
-                         "ISLP: ISLP/data/Bikeshare.csv", windows=8),
+                         "ISLP: ISLP/data/Bikeshare.csv", windows=4),
     "taylor": DataSet("taylor", lambda: parse_contract(CONTRACTS / "taylor.toml"), load_taylor,
-                      "pmdarima: pmdarima/datasets/taylor.py (load_taylor)", windows=8),
+                      "pmdarima: pmdarima/datasets/taylor.py (load_taylor)", windows=4),
     "retail_sales": DataSet("retail_sales", retail_contract, load_retail,
                             "generated: freshet.data.generate.generate_retail_sales", windows=4, mstl_seasons=(7,)),
 }
@@ -155,7 +157,7 @@ def write_landing(frame: pl.DataFrame, contract: Contract, folder: Path, every: 
 
 # ====================================================================== windows
 def period(contract: Contract) -> timedelta:
-    return contract.period
+    return contract.period  # a timedelta (the contract's frequency is a duration)
 
 
 def seasonal_lag(contract: Contract) -> int:
@@ -187,28 +189,25 @@ def split(frame: pl.DataFrame, contract: Contract, w: Window) -> tuple[pl.DataFr
 
 # ====================================================================== methods
 def freshet_forecast(history: pl.DataFrame, future: pl.DataFrame, contract: Contract) -> pl.DataFrame:
-    """freshet's side, as the ``train`` flow does it today: features, the flow's train/validation/holdout
-    split by FRESHET_* settings, XGBoost with early stopping, and the booster it would register
-    (no refit), then features for the future rows from history + future and a prediction.
+    """freshet's side, as the ``train`` flow does it: ``train_model`` (feature spec fitted to the history,
+    transform candidates chosen on validation, its own rolling-origin backtest, then the refit on every
+    row up to the origin: the model it would serve) and ``forecast_frame`` for the window (the known
+    exogenous columns' future values given, never a target after the origin). Settings are the
+    defaults (FRESHET_* variables apply, as in the flow).
 
     The ONE function to switch when the library's training/forecast API changes.
     """
-    from freshet.modeling import features as F
-    from freshet.modeling import model as M
+    from freshet.modeling.forecast import forecast_frame
+    from freshet.modeling.training import train_model
     from freshet.settings import Settings
 
-    settings = Settings()
-    t = contract.time_column
-    origin = history[t].max()
-    train, valid, _ = F.training_frames(history.lazy(), contract, origin, settings.holdout_periods,
-                                        settings.validation_periods)
-    cols = F.feature_columns(contract)
-    fitted = M.fit(train, valid, cols, contract.target, M.xgb_params(settings), settings.xgb_max_rounds,
-                   settings.xgb_early_stopping_rounds)
-    both = pl.concat([history, future], how="diagonal_relaxed")
-    feats = F.build_features(both.lazy(), contract).filter(pl.col(t) > origin).collect()
-    pred = M.predict(fitted.booster, feats, cols)
-    return feats.select(*contract.series_keys, t).with_columns(pl.Series(FORECAST, pred, dtype=pl.Float64))
+    result = train_model(history, contract, None, Settings())
+    # the same future exogenous values the peers get: every period of the window, a missing hour's
+    # values carried forward (forecast_frame rightly skips a series lacking one; the data has gaps)
+    _, grid = peer_frames(history, future, contract)
+    grid = grid.drop("unique_id").rename({"ds": contract.time_column})
+    fc, _skipped = forecast_frame(history, contract, result.booster, result.meta, future=grid)
+    return fc.select(*contract.series_keys, contract.time_column, FORECAST)
 
 
 def _series_id(contract: Contract) -> pl.Expr:
@@ -274,16 +273,22 @@ def _with_keys(fc: pl.DataFrame, future: pl.DataFrame, contract: Contract) -> pl
     return fc.join(ids, on="unique_id", how="inner").select(*contract.series_keys, t, FORECAST)
 
 
+def pandas_freq(contract: Contract):
+    import pandas as pd
+
+    return pd.tseries.frequencies.to_offset(pd.Timedelta(contract.period))
+
+
 def mlforecast_config(contract: Contract) -> dict[str, Any]:
     """mlforecast's documented setup by frequency: target lags, rolling means of lags, date features."""
     from mlforecast.lag_transforms import ExpandingMean, RollingMean
 
-    if contract.frequency == "hourly":
-        return {"freq": "h", "lags": [1, 2, 3, 24, 48, 168],
+    if contract.period < timedelta(days=1):
+        return {"freq": pandas_freq(contract), "lags": [1, 2, 3, 24, 48, 168],
                 "lag_transforms": {1: [ExpandingMean(), RollingMean(window_size=24)],
                                    24: [RollingMean(window_size=24), RollingMean(window_size=168)]},
                 "date_features": ["hour", "dayofweek"]}
-    return {"freq": "D", "lags": [1, 7, 14, 28],
+    return {"freq": pandas_freq(contract), "lags": [1, 7, 14, 28],
             "lag_transforms": {1: [ExpandingMean(), RollingMean(window_size=7)],
                                7: [RollingMean(window_size=7), RollingMean(window_size=28)]},
             "date_features": ["dayofweek", "month"]}
@@ -313,8 +318,7 @@ def mstl_forecast(history: pl.DataFrame, future: pl.DataFrame, contract: Contrac
     from statsforecast.models import MSTL
 
     hist, _ = peer_frames(history, future, contract)
-    freq = "h" if contract.frequency == "hourly" else "D"
-    sf = StatsForecast(models=[MSTL(season_length=list(seasons))], freq=freq, n_jobs=1)
+    sf = StatsForecast(models=[MSTL(season_length=list(seasons))], freq=pandas_freq(contract), n_jobs=1)
     pred = sf.forecast(df=hist.select("unique_id", "ds", "y").to_pandas(), h=contract.horizon)
     if "unique_id" not in pred.columns:
         pred = pred.reset_index()
@@ -448,7 +452,30 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--windows", type=int, help="rolling origins per data set (default: per data set)")
     parser.add_argument("--quick", action="store_true", help="2 windows per data set")
     parser.add_argument("--out", type=Path, default=HERE / "results" / "accuracy.json")
+    parser.add_argument("--merge", type=Path, nargs="+",
+                        help="only combine these results files (a later file's methods replace an earlier's) and print")
     args = parser.parse_args(argv)
+    if args.merge:
+        results = {"datasets": {}, "merged_from": [str(p) for p in args.merge]}
+        for p in args.merge:
+            doc = json.loads(p.read_text())
+            for name, d in doc["datasets"].items():
+                if name in results["datasets"] and "methods" in d and "methods" in results["datasets"][name]:
+                    results["datasets"][name]["methods"].update(d["methods"])
+                else:
+                    results["datasets"][name] = d
+            results.setdefault("load", []).append({"file": str(p), "before": doc.get("load_before"),
+                                                   "after": doc.get("load_after"), "elapsed_s": doc.get("elapsed_s")})
+        order = list(METHODS)
+        for d in results["datasets"].values():
+            if "methods" in d:
+                d["methods"] = {m: d["methods"][m] for m in order if m in d["methods"]}
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(results, indent=2, default=str))
+        print(render(results, markdown=False))
+        print()
+        print(render(results, markdown=True))
+        return 0
     load_before = os.getloadavg()
     start = time.monotonic()
     results = run(args.quick, args.dataset, args.method, args.windows)

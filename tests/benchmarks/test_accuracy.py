@@ -138,7 +138,13 @@ def test_bikeshare_loads_every_hour_of_2011_as_its_contract_says():
     assert frame["time"].is_unique().all()
     assert set(frame["weathersit"].unique()) <= set(contract.rules["weathersit"].allowed)
     assert (frame["windspeed"] == 0).sum() > 500 and set(frame["workingday"].unique()) == {0, 1}
-    assert frame["bikers"].sum() == BIKERS_TOTAL  # pinned: the file's total, so a parsing change shows
+    assert frame["bikers"].sum() == 1_243_103  # the file's total, pinned so a parsing change shows
+    from ISLP import load_data  # the documented way to load it gives the same hours and counts
+
+    islp = load_data("Bikeshare")
+    assert islp.shape[0] == frame.height
+    assert frame["bikers"].to_list() == islp["bikers"].astype(float).tolist()
+    assert frame["weathersit"].to_list() == islp["weathersit"].astype(str).tolist()
 
 
 def test_taylor_loads_twelve_weeks_of_hourly_demand():
