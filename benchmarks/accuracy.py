@@ -201,12 +201,16 @@ def freshet_forecast(history: pl.DataFrame, future: pl.DataFrame, contract: Cont
     from freshet.modeling.training import train_model
     from freshet.settings import Settings
 
-    result = train_model(history, contract, None, Settings())
-    # the same future exogenous values the peers get: every period of the window, a missing hour's
-    # values carried forward (forecast_frame rightly skips a series lacking one; the data has gaps)
-    _, grid = peer_frames(history, future, contract)
-    grid = grid.drop("unique_id").rename({"ds": contract.time_column})
-    fc, _skipped = forecast_frame(history, contract, result.booster, result.meta, future=grid)
+    # The same inputs every method gets: history and future on the complete time grid (a missing
+    # period's target interpolated, exogenous values carried forward). On the raw rows, forecast_frame
+    # skips a series whose window lacks a future exogenous value or whose reference (the value a
+    # season back) is missing: one missing hour in Bikeshare drops a whole day's forecast.
+    t = contract.time_column
+    hist, grid = peer_frames(history, future, contract)
+    hist = hist.drop("unique_id").rename({"ds": t, "y": contract.target}).select(history.columns)
+    grid = grid.drop("unique_id").rename({"ds": t})
+    result = train_model(hist, contract, None, Settings())
+    fc, _skipped = forecast_frame(hist, contract, result.booster, result.meta, future=grid)
     return fc.select(*contract.series_keys, contract.time_column, FORECAST)
 
 
@@ -346,6 +350,8 @@ METHODS: dict[str, Callable[..., pl.DataFrame]] = {
 # ====================================================================== scoring
 def score(actual: np.ndarray, forecast: np.ndarray) -> dict[str, float]:
     actual = np.asarray(actual, dtype=np.float64)
+    if actual.size == 0:
+        return {"wape": float("nan"), "mae": float("nan"), "rows": 0}
     err = np.abs(np.asarray(forecast, dtype=np.float64) - actual)
     denom = float(np.abs(actual).sum())
     return {"wape": float(err.sum() / denom) if denom else float("nan"), "mae": float(err.mean()), "rows": int(actual.size)}
