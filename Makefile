@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test test-fast up down status bench policies clean
+.PHONY: demo test test-fast up down status bench bench-accuracy policies clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -35,10 +35,14 @@ status: $(STAMP)
 BENCH_STAMP := $(VENV)/.bench-installed
 $(BENCH_STAMP): pyproject.toml | $(STAMP)
 	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
+	$(BIN)/python -m pip install --quiet --no-deps 'ISLP==0.6.0'  # only its Bikeshare.csv (its deps include torch)
 	touch $(BENCH_STAMP)
 
 bench: $(STAMP) $(BENCH_STAMP)   ## every benchmark on the local stack: table + benchmarks/results/latest.json (ARGS=--quick: smoke run)
 	$(BIN)/python benchmarks/run.py $(ARGS)
+
+bench-accuracy: $(STAMP) $(BENCH_STAMP)   ## accuracy vs mlforecast, MSTL, seasonal naive on real data (a few minutes)
+	$(BIN)/python benchmarks/run.py --only accuracy $(ARGS)
 
 policies: $(STAMP)        ## compare retraining policies on a replayed trace: table, .freshet/policies/{report.json,chart.png}
 	$(BIN)/freshet policies

@@ -3,6 +3,7 @@
     .venv/bin/python benchmarks/run.py                 # everything (about 30 minutes on 2 cores)
     .venv/bin/python benchmarks/run.py --quick         # smaller sizes, fewer repeats (a smoke run, ~6 min)
     .venv/bin/python benchmarks/run.py --only ingestion --only training
+    .venv/bin/python benchmarks/run.py --only accuracy   # forecast accuracy vs mlforecast, MSTL, seasonal naive
 
 Results go to benchmarks/results/latest.json and latest.md (gitignored);
 BENCHMARKS.md holds the committed table. Benchmarks are not tests: nothing here
@@ -28,7 +29,7 @@ os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 
 from common import GiB, RESULTS, load_average, machine, say, uptime_line  # noqa: E402
 
-NAMES = ["ingestion", "training", "scale", "trigger_latency", "freshness", "forecast", "burst", "topologies"]
+NAMES = ["ingestion", "training", "scale", "accuracy", "trigger_latency", "freshness", "forecast", "burst", "topologies"]
 LIVE = {"trigger_latency", "freshness", "forecast", "burst"}
 
 
@@ -46,6 +47,10 @@ def _run_offline(name: str, quick: bool) -> dict[str, Any]:
         import topologies
 
         return topologies.run(quick)
+    if name == "accuracy":
+        import accuracy
+
+        return accuracy.run(quick)
     raise KeyError(name)
 
 
@@ -252,6 +257,26 @@ def table(results: dict[str, Any]) -> list[dict[str, Any]]:
                 peak = max([r["maxrss"], *(v for k, v in r.items() if k.startswith("peak_in") and v)]) - r["rss_base"]
                 rows.append(_row("scale", label + f" {_fmt_s(r['total_s'])}", peak / GiB,
                                  f"peak {_fmt_b(peak)}", 16.0, "peak < 16 GiB", True))
+    acc = results.get("accuracy")
+    if acc:
+        if "error" in acc:
+            rows.append(_err("accuracy", "freshet vs mlforecast / seasonal naive", "see targets", acc["error"]))
+        for name, d in acc.get("datasets", {}).items():
+            if "error" in d:
+                rows.append(_err("accuracy", name, "see targets", d["error"]))
+                continue
+            m = d["methods"]
+            fr = m.get("freshet", {})
+            if "error" in fr or not fr:
+                rows.append(_err("accuracy", f"{name}: freshet WAPE", "<= mlforecast's", fr.get("error", "missing")))
+                continue
+            for peer, label in (("mlforecast", "mlforecast's"), ("seasonal_naive", "seasonal naive's")):
+                p = m.get(peer, {})
+                if "wape" not in p:
+                    continue
+                rows.append(_row("accuracy", f"{name}: freshet WAPE vs {label} ({len(d['windows'])} windows of "
+                                 f"{d['horizon']})", fr["wape"], f"{fr['wape']:.4f}", p["wape"],
+                                 f"<= {p['wape']:.4f}" if peer == "mlforecast" else f"< {p['wape']:.4f}", True))
     return rows
 
 
@@ -300,6 +325,13 @@ def main(argv: list[str] | None = None) -> int:
     args.out.with_suffix(".md").write_text(render(rows, markdown=True) + "\n")
     print()
     print(render(rows, markdown=False))
+    if isinstance(results.get("accuracy"), dict) and results["accuracy"].get("datasets"):
+        import accuracy
+
+        print("\naccuracy (rolling-origin windows over the newest data):")
+        print(accuracy.render(results["accuracy"], markdown=False))
+        with args.out.with_suffix(".md").open("a") as fh:
+            fh.write("\n" + accuracy.render(results["accuracy"], markdown=True) + "\n")
     print("\nratio = measured / target (met: <= 1 for upper bounds, >= 1 for lower bounds)")
     print(f"load before: {info['uptime_before']}\nload after:  {info['uptime_after']}")
     print(f"{info['elapsed_s']:.0f} s; results in {args.out} and {args.out.with_suffix('.md')}")
