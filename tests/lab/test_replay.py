@@ -18,8 +18,11 @@ from freshet.modeling import model as M
 from freshet.data.contracts import load_contract
 from freshet.data.generate import generate_retail_sales
 from freshet.data.ingestion import admit_file
-from freshet.lab.policies import Arrival, Debounced, EventDriven, Trace, Weekly, default_policies
+from freshet.lab import replay
+from freshet.lab.policies import (AFTER_TRAINING, ON_LANDING, Arrival, Debounced, EventDriven, Trace, Weekly,
+                                  default_combinations, default_policies)
 from freshet.lab.replay import (
+    NAIVE,
     FrameSource,
     FutureDataError,
     LabConfig,
@@ -27,7 +30,11 @@ from freshet.lab.replay import (
     Replay,
     format_table,
     lab_settings,
+    dir_trace,
+    in_hand,
+    lab_forecast,
     lake_trace,
+    seed_spread,
     summarize,
     synthetic_trace,
     table_rows,
@@ -54,6 +61,10 @@ class RecordingSource:
     inner: Any
     reads: list[tuple[str, tuple[str, ...], datetime, Any]] = field(default_factory=list)
 
+    @property
+    def plans(self) -> dict[str, pl.DataFrame]:  # known-in-advance columns only: no target to record
+        return self.inner.plans
+
     def load(self, dataset: str, batches, as_of: datetime) -> pl.DataFrame:
         frame = self.inner.load(dataset, batches, as_of)
         time_col = self.inner.contracts[dataset].time_column
@@ -68,16 +79,36 @@ class Lab:
     engine: Replay
     results: list
     report: dict
+    calls: list  # (adapter, the last read's as_of, its input frames), in call order
 
 
 @pytest.fixture(scope="module")
 def lab() -> Lab:
-    """Every default policy replayed on a small irregular trace of two datasets."""
+    """Every default policy replayed on a small irregular trace of two datasets, the adapters' inputs recorded."""
     trace, source, contracts = synthetic_trace(datasets=2, days=10, seed=11, history_days=150)
     recording = RecordingSource(source)
-    engine = Replay(trace, recording, contracts, settings(), LabConfig())
-    results = [engine.run_policy(p) for p in default_policies()]
-    return Lab(trace, recording, engine, results, summarize(engine, results, source="synthetic"))
+    calls: list = []
+    train, forecast = replay.lab_train, replay.lab_forecast
+
+    def recorded_train(data, contract, s):
+        calls.append(("train", recording.reads[-1], data, None))
+        return train(data, contract, s)
+
+    def recorded_forecast(history, contract, model, future):
+        calls.append(("forecast", recording.reads[-1], history, future))
+        return forecast(history, contract, model, future)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(replay, "lab_train", recorded_train)
+        mp.setattr(replay, "lab_forecast", recorded_forecast)
+        engine = Replay(trace, recording, contracts, settings(), LabConfig())
+        results = [engine.run_policy(p) for p in default_policies()]
+        report = summarize(engine, results, source="synthetic")
+    return Lab(trace, recording, engine, results, report, calls)
+
+
+def by_name(report: dict) -> dict[tuple[str, str], dict]:
+    return {(p["retrain"], p["forecast"]): p for p in report["policies"]}
 
 
 def watermark(trace: Trace, dataset: str, moment: datetime):
@@ -96,15 +127,52 @@ def test_replay_never_reads_data_from_after_the_simulated_moment(lab: Lab) -> No
     assert any(max_time == watermark(lab.trace, d, as_of) for d, _, as_of, max_time in lab.source.reads[len(lab.trace.datasets):])
 
 
-def test_each_batch_is_scored_by_a_model_that_was_serving_before_it_landed(lab: Lab) -> None:
-    scored = lab.report["scored"]
-    assert len(scored) >= len(default_policies()) * 5
-    for s in scored:
-        landed = datetime.fromisoformat(s["landed_at"])
-        assert datetime.fromisoformat(s["model_available_at"]) <= landed
-        # the model was trained on exactly what had landed when its run started
-        started = datetime.fromisoformat(s["model_started_at"])
-        assert s["model_batches"] == len(lab.trace.landed_by(s["dataset"], started))
+def test_models_and_forecasts_never_see_a_row_that_had_not_landed(lab: Lab) -> None:
+    """Every frame handed to training or forecasting holds only rows of batches landed by the read's moment,
+    and a forecast's future frame carries the known-in-advance columns of the forecast periods, never the target."""
+    landed_at: dict[tuple, datetime] = {}
+    for a in lab.trace.arrivals:
+        frame = lab.source.inner.frames[(a.dataset, a.batch)]
+        for row in frame.select("store_id", "item_id", "date").iter_rows():
+            landed_at[(a.dataset, *row)] = a.landed_at
+    kinds = {kind for kind, *_ in lab.calls}
+    assert kinds == {"train", "forecast"} and len(lab.calls) >= len(lab.engine.fits) + len(lab.engine.forecasts)
+    newest_seen = []
+    for kind, (dataset, _, as_of, _), frame, future in lab.calls:
+        rows = frame.select("store_id", "item_id", "date").iter_rows()
+        latest = max(landed_at[(dataset, *r)] for r in rows)
+        assert latest <= as_of, (kind, dataset, as_of, latest)
+        newest_seen.append(latest == max(a.landed_at for a in lab.trace.landed_by(dataset, as_of)))
+        if kind == "forecast":
+            assert future is not None and "units_sold" not in future.columns
+            assert set(future.columns) == {"store_id", "item_id", "date", "price", "on_promo"}
+            newest = frame.group_by("store_id", "item_id").agg(pl.col("date").max().alias("w"))
+            ahead = future.join(newest, on=["store_id", "item_id"]).with_columns(k=(pl.col("date") - pl.col("w")).dt.total_days())
+            assert ahead.height and ahead["k"].min() >= 1 and ahead["k"].max() <= RETAIL.horizon
+    assert all(newest_seen)  # each read reached the newest data landed by then: the check is not vacuous
+
+
+def test_every_published_forecast_uses_data_and_a_model_from_before_it_was_published(lab: Lab) -> None:
+    for res in lab.results:
+        for mode, per_dataset in res.forecasts.items():
+            for d, pubs in per_dataset.items():
+                assert pubs and pubs[0].trigger == "start"
+                for p in pubs:
+                    assert p.started_at < p.published_at
+                    assert p.forecast.batches == lab.engine.state(d, p.started_at)
+                    assert p.forecast.watermark == watermark(lab.trace, d, p.started_at)
+                    if p.forecast.model is not None:  # the model was trained on data landed before the forecast ran
+                        promo = next(x for x in res.promotions[d] if x.fit and x.fit.batches == p.forecast.model)
+                        assert promo.available_at <= p.started_at
+                    rows = p.forecast.frame
+                    assert rows.height and (rows["date"] > p.forecast.watermark - timedelta(days=14)).all()
+
+
+def test_a_forecast_that_reads_ahead_is_caught(lab: Lab, monkeypatch: pytest.MonkeyPatch) -> None:
+    engine = Replay(lab.trace, lab.source.inner, lab.engine.contracts, settings())
+    monkeypatch.setattr(Trace, "landed_by", lambda self, dataset, moment: self.of(dataset))  # a bug: ignores time
+    with pytest.raises(FutureDataError):
+        engine.forecast("shop_a", lab.trace.start + timedelta(hours=1), engine.bootstrap["shop_a"])
 
 
 def test_sources_refuse_batches_that_had_not_landed(lab: Lab) -> None:
@@ -163,7 +231,11 @@ def test_trainings_are_memoised_across_policies_but_charged_to_each(lab: Lab) ->
         trained = [r for r in res.runs if r.outcome == "trained"]
         cost = sum(fits[(r.dataset, lab.engine.state(r.dataset, r.started_at))].cpu_seconds for r in trained)
         assert sum(r.cpu_seconds for r in trained) == pytest.approx(cost)
-        assert lab.report["policies"][lab.results.index(res)]["total"]["cpu_seconds"] == pytest.approx(cost)
+        for mode in (ON_LANDING, AFTER_TRAINING):
+            total = by_name(lab.report)[(res.policy.name, mode)]["total"]
+            published = sum(p.forecast.cpu_seconds for pubs in res.forecasts[mode].values() for p in pubs)
+            assert total["train_cpu_seconds"] == pytest.approx(cost)
+            assert total["cpu_seconds"] == pytest.approx(cost + published)
         charged += cost
     assert lab.engine.fit_cpu_seconds == pytest.approx(sum(f.cpu_seconds for f in fits.values()))
     assert lab.engine.fit_cpu_seconds < charged  # CPU was spent once per data state
@@ -174,20 +246,98 @@ def test_trainings_are_memoised_across_policies_but_charged_to_each(lab: Lab) ->
 
 
 def test_report_counts_agree_with_the_runs(lab: Lab) -> None:
-    by_name = {p["name"]: p for p in lab.report["policies"]}
+    names = by_name(lab.report)
     for res in lab.results:
-        total = by_name[res.policy.name]["total"]
-        assert total["trainings"] == sum(r.outcome == "trained" for r in res.runs)
-        assert total["nothing_new"] == sum(r.outcome == "nothing-new" for r in res.runs)
-        assert total["promotions"] == sum(r.promoted for r in res.runs)
+        for mode in (ON_LANDING, AFTER_TRAINING):
+            total = names[(res.policy.name, mode)]["total"]
+            assert total["trainings"] == sum(r.outcome == "trained" for r in res.runs)
+            assert total["nothing_new"] == sum(r.outcome == "nothing-new" for r in res.runs)
+            assert total["promotions"] == sum(r.promoted for r in res.runs)
+            assert total["forecasts"] == sum(len(v) for v in res.forecasts[mode].values())
     arrivals = sum(len(lab.trace.new_arrivals(d)) for d in lab.trace.datasets)
-    never = by_name["never (reference)"]["total"]
-    assert never["trainings"] == never["cpu_seconds"] == 0 and never["staleness"]["not_served_by_end"] == arrivals
-    event = by_name["event-driven"]["total"]
-    assert event["staleness_to_trained"]["p50_h"] == pytest.approx(10 / 60)  # trained as it lands, serves 10 min later
-    assert by_name["weekly Mon 09:00"]["total"]["staleness_to_trained"]["max_h"] > 5 * 24  # Tuesday's file waits for Monday
-    rows = table_rows(lab.report)
-    assert [r["policy"] for r in rows] == [p.name for p in default_policies()] + ["seasonal naive"]
+    once = names[("once", AFTER_TRAINING)]["total"]
+    assert once["trainings"] == once["train_cpu_seconds"] == 0 and once["staleness"]["not_served_by_end"] == arrivals
+    # forecasts on landing: every file reaches a published forecast one forecast latency after it lands
+    event = names[("event-driven", ON_LANDING)]["total"]
+    assert event["staleness"]["p50_h"] == event["staleness"]["max_h"] == pytest.approx(1 / 60)
+    # after training: a training starts as the file lands, and its forecast follows the model
+    assert names[("event-driven", AFTER_TRAINING)]["total"]["staleness"]["p50_h"] == pytest.approx(11 / 60)
+    assert names[("weekly Mon 09:00", AFTER_TRAINING)]["total"]["staleness"]["max_h"] > 5 * 24  # Tuesday waits for Monday
+    for p in lab.report["policies"]:
+        assert p["total"]["error"]["rows"] > 0 and p["total"]["in_hand"]["rows"] > 0, p["name"]
+    # models beat seasonal naive, which is the reference row
+    assert names[("event-driven", ON_LANDING)]["total"]["error"]["wape"] < names[("-", ON_LANDING)]["total"]["error"]["wape"]
+    rows = table_rows(lab.report)  # grouped by retraining policy, the reference last
+    shown = {(p.name, m) for p, m in default_combinations()}
+    assert [(r["retraining"], r["forecasts"]) for r in rows] == (
+        [(p.name, m) for p in default_policies() for m in (ON_LANDING, AFTER_TRAINING) if (p.name, m) in shown]
+        + [(NAIVE, ON_LANDING)])
+    assert len(lab.report["policies"]) == 2 * len(default_policies()) + 1  # every combination is in the report
+
+
+def test_in_hand_takes_the_latest_forecast_issued_before_each_period() -> None:
+    from freshet.lab.replay import Forecast, Published
+
+    c = RETAIL
+    t0 = datetime(2025, 1, 10, tzinfo=timezone.utc)
+
+    def pub(at: datetime, days: list[int], value: float) -> Published:
+        frame = pl.DataFrame({"store_id": [1] * len(days), "item_id": [1] * len(days),
+                              "date": [date(2025, 1, 10) + timedelta(days=k) for k in days], "forecast": [value] * len(days)},
+                             schema_overrides={"store_id": pl.Int32, "item_id": pl.Int32})
+        return Published("d", "landing", at, at, Forecast("d", frozenset(), None, None, frame, 0, 0.0))
+
+    actuals = pl.DataFrame({"store_id": [1] * 4, "item_id": [1] * 4, "date": [date(2025, 1, 10) + timedelta(days=k) for k in range(4)],
+                            "units_sold": [10.0] * 4}, schema_overrides={"store_id": pl.Int32, "item_id": pl.Int32})
+    early = pub(t0 - timedelta(hours=2), [0, 1, 2], 8.0)
+    later = pub(t0 + timedelta(hours=6), [1, 2, 3], 11.0)  # issued during day 0: too late for day 0
+    actual, forecast, covered, total = in_hand([early, later], actuals, c, date(2025, 1, 9))
+    assert (covered, total) == (4, 4)
+    assert forecast.tolist() == [8.0, 11.0, 11.0, 11.0] and actual.tolist() == [10.0] * 4
+    assert in_hand([later], actuals, c, date(2025, 1, 9))[2:] == (3, 4)
+
+
+def test_lab_forecast_is_the_models_prediction_on_features_of_the_history_only() -> None:
+    frame = generate_retail_sales(seed=3, stores=2, items=2, days=130)
+    history = frame.filter(pl.col("date") < date(2024, 4, 25))
+    newest = history.group_by("store_id", "item_id").agg(pl.col("date").max().alias("w"))
+    plan = (pl.DataFrame({"store_id": [1, 1, 2, 2], "item_id": [1, 2, 1, 2]}, schema={"store_id": pl.Int32, "item_id": pl.Int32})
+            .join(pl.DataFrame({"date": pl.date_range(date(2024, 4, 1), date(2024, 5, 20), eager=True)}), how="cross")
+            .with_columns(price=pl.lit(2.5), on_promo=pl.col("date").dt.day() % 3 == 0))
+    trained = replay.lab_train(history, RETAIL, settings())
+    assert trained.error is None
+    out, missing = lab_forecast(history, RETAIL, trained, plan)
+    assert missing.height == 0 and out.height == 4 * RETAIL.horizon and set(out["method"]) == {"model"}
+    steps = out.join(newest, on=["store_id", "item_id"]).select((pl.col("date") - pl.col("w")).dt.total_days())
+    assert sorted(steps.to_series().to_list()) == sorted(list(range(1, 8)) * 4)  # the next 7 days of each series
+    # the same as predicting on features built from the history plus the planned rows, their targets unknown
+    rows = plan.join(out.select("store_id", "item_id", "date"), on=["store_id", "item_id", "date"], how="semi").with_columns(
+        units_sold=pl.lit(None, pl.Float64)).select(history.columns)
+    feats = (F.build_features(pl.concat([history, rows]).lazy(), RETAIL)
+             .join(rows.lazy(), on=["store_id", "item_id", "date"], how="semi").collect().sort("store_id", "item_id", "date"))
+    assert out.sort("store_id", "item_id", "date")["forecast"].to_list() == pytest.approx(
+        M.predict(trained.booster, feats, trained.features).tolist())
+    # the future frame may not carry the target; a series without a plan is named, not filled in
+    with pytest.raises(ValueError, match="carries the target"):
+        lab_forecast(history, RETAIL, trained, frame)
+    partial, missing = lab_forecast(history, RETAIL, trained, plan.filter(pl.col("store_id") != 1))
+    assert missing["store_id"].to_list() == [1, 1] and set(partial["store_id"]) == {2}
+    naive, _ = lab_forecast(history, RETAIL, None, plan)
+    expected = (naive.select("store_id", "item_id", "date", back=pl.col("date") - timedelta(days=7))
+                .join(history, left_on=["store_id", "item_id", "back"], right_on=["store_id", "item_id", "date"]))
+    assert naive.height == expected.height > 0 and set(naive["method"]) == {"seasonal naive"}
+    assert naive.sort("store_id", "item_id", "date")["forecast"].to_list() == (
+        expected.sort("store_id", "item_id", "date")["units_sold"].to_list())
+
+
+def test_seed_spread_reports_median_range_and_rankings() -> None:
+    def report(seed: int, wapes: dict[str, float]) -> dict:
+        return {"source": f"seed {seed}", "policies": [
+            {"name": n, "shown": True, "total": {"staleness": {"p50_h": 1.0}, "error": {"wape": w}, "cpu_seconds": 10.0,
+                                                 "trainings": 3, "promotions": 1}} for n, w in wapes.items()]}
+    spread = seed_spread([report(1, {"a": 0.3, "b": 0.4}), report(2, {"a": 0.5, "b": 0.2}), report(3, {"a": 0.1, "b": 0.2})])
+    assert spread["combinations"]["a"]["wape"] == {"median": 0.3, "min": 0.1, "max": 0.5, "values": [0.3, 0.5, 0.1]}
+    assert spread["wape_rank"] == {"seed 1": ["a", "b"], "seed 2": ["b", "a"], "seed 3": ["a", "b"]}
 
 
 # ----------------------------------------------------------------- hand-made trace: a burst
@@ -268,7 +418,8 @@ def test_an_empty_lake_is_a_lab_error(lake_env: LakeHandle) -> None:
 def test_outputs_are_a_json_report_and_a_png_chart(lab: Lab, tmp_path: Path) -> None:
     path, chart = write_outputs(dict(lab.report), tmp_path / "out")
     saved = json.loads(path.read_text())
-    assert [p["name"] for p in saved["policies"]] == [p.name for p in default_policies()]
+    assert [p["name"] for p in saved["policies"]] == [f"{p.name} / forecast {m}" for p in default_policies()
+                                                      for m in (ON_LANDING, AFTER_TRAINING)] + [NAIVE]
     assert saved["chart"] == str(chart.resolve())
     png = chart.read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n"
@@ -291,7 +442,7 @@ def test_cli_prints_the_table_and_writes_the_report(tmp_path: Path, capsys: pyte
     assert main(["policies", "--datasets", "1", "--days", "4", "--seed", "2", "--threshold-hours", "12",
                  "--out", str(tmp_path)]) == 0
     out = capsys.readouterr().out
-    assert "[4/7] event-driven:" in out and "| event-driven" in out and "lag>12h %" in out
+    assert "[4/7] event-driven:" in out and "| event-driven" in out and "| on landing" in out
     report = json.loads((tmp_path / "report.json").read_text())
     assert report["config"]["threshold_hours"] == 12 and list(report["trace"]["datasets"]) == ["shop_a"]
     assert (tmp_path / "chart.png").stat().st_size > 10_000
@@ -320,7 +471,10 @@ def test_flow_publishes_a_table_and_a_markdown_report_with_the_chart(prefect_api
     by_key = {a.key: a for a in found}
     table = by_key["freshet-policies"].data
     table = json.loads(table) if isinstance(table, str) else table
-    assert [row["policy"] for row in table] == [p.name for p in default_policies()] + ["seasonal naive"]
+    shown = {(p.name, m) for p, m in default_combinations()}
+    assert [(row["retraining"], row["forecasts"]) for row in table] == (
+        [(p.name, m) for p in default_policies() for m in (ON_LANDING, AFTER_TRAINING) if (p.name, m) in shown]
+        + [(NAIVE, ON_LANDING)])
     markdown = by_key["freshet-policies-report"].data
     assert "![staleness and error over time](data:image/png;base64,iVBORw0KGgo" in markdown
     assert "| event-driven" in markdown and "### shop_a" in markdown

@@ -93,7 +93,9 @@ class FutureDataError(AssertionError):
 
 # ------------------------------------------------------------------ data sources
 class BatchSource(Protocol):
-    """Loads the rows of landed batches; refuses batches landed after ``as_of``."""
+    """Loads the rows of landed batches; refuses batches landed after ``as_of``. A source may also have
+    ``plans`` (dataset -> known-in-advance columns of every period, no target); without it the lab plans from
+    what landed by the end."""
 
     def load(self, dataset: str, batches: Sequence[str], as_of: datetime) -> pl.DataFrame: ...
 
@@ -105,12 +107,20 @@ def _check_landed(landed: dict[tuple[str, str], datetime], dataset: str, batches
 
 
 class FrameSource:
-    """Batches held in memory (the synthetic trace)."""
+    """Batches held in memory (the synthetic trace, a folder of files).
 
-    def __init__(self, frames: dict[tuple[str, str], pl.DataFrame], trace: Trace, contracts: dict[str, Contract]) -> None:
+    ``plans``: per dataset, the known-in-advance columns (never the target) of every period, including
+    periods whose actuals never land within the trace; default: those of the batches.
+    """
+
+    def __init__(self, frames: dict[tuple[str, str], pl.DataFrame], trace: Trace, contracts: dict[str, Contract],
+                 plans: dict[str, pl.DataFrame] | None = None) -> None:
         self.frames = frames
         self.contracts = contracts
         self.landed = {(a.dataset, a.batch): a.landed_at for a in trace.arrivals}
+        self.plans = plans if plans is not None else {
+            d: pl.concat([f for (name, _), f in frames.items() if name == d]).select(
+                *c.series_keys, c.time_column, *known_in_advance(c)) for d, c in contracts.items()}
 
     def load(self, dataset: str, batches: Sequence[str], as_of: datetime) -> pl.DataFrame:
         _check_landed(self.landed, dataset, batches, as_of)
@@ -207,6 +217,7 @@ def synthetic_trace(datasets: int = 3, days: int = 56, seed: int = 7, history_da
     arrivals: list[Arrival] = []
     frames: dict[tuple[str, str], pl.DataFrame] = {}
     contracts: dict[str, Contract] = {}
+    plans: dict[str, pl.DataFrame] = {}
 
     def add(name: str, batch: str, landed_at: datetime, part: pl.DataFrame) -> None:
         if part.height and landed_at <= end:
@@ -217,10 +228,13 @@ def synthetic_trace(datasets: int = 3, days: int = 56, seed: int = 7, history_da
         name = f"shop_{chr(ord('a') + i)}" if i < 26 else f"shop_{i}"
         contracts[name] = replace(base, name=name)
         stores, items = SIZES[i % len(SIZES)]
-        frame = generate_retail_sales(seed=seed * 100 + i, stores=stores, items=items, days=history_days + days,
+        frame = generate_retail_sales(seed=seed * 100 + i, stores=stores, items=items,
+                                      days=history_days + days + base.horizon,  # the plan reaches past the end
                                       start=start.date() - timedelta(days=history_days))
         shift_day = start.date() + timedelta(days=int(days * rng.uniform(0.2, 0.7)))
         frame = _with_demand_shift(frame, shift_day, rng)
+        plans[name] = frame.select(*base.series_keys, base.time_column, *known_in_advance(base))
+        frame = frame.filter(pl.col("date") < start.date() + timedelta(days=days))
         add(name, "history", start, frame.filter(pl.col("date") < start.date()))
         for k, (moment, data_days) in enumerate(_deliveries(PROFILES[i % len(PROFILES)], start, days, rng)):
             part = frame.filter(pl.col("date").is_in(data_days))
@@ -232,7 +246,7 @@ def synthetic_trace(datasets: int = 3, days: int = 56, seed: int = 7, history_da
             else:
                 add(name, f"{k:03d}", moment, part)
     trace = Trace(tuple(arrivals), start, end)
-    return trace, FrameSource(frames, trace, contracts), contracts
+    return trace, FrameSource(frames, trace, contracts, plans), contracts
 
 
 def _parse_time(value: str, contract: Contract) -> date | datetime:
@@ -410,7 +424,8 @@ def lab_forecast(history: pl.DataFrame, contract: Contract, model: Trained | Non
     if known:
         if future is None:
             future = pl.DataFrame(schema={**{k: c.columns[k] for k in [*keys, t]}, **{k: c.columns[k] for k in known}})
-        assert c.target not in future.columns, "a forecast's future frame must not carry the target"
+        if c.target in future.columns:
+            raise ValueError(f"the future frame carries the target {c.target!r}: a forecast may not see it")
         skeleton = skeleton.join(future.select(*keys, t, *known), on=[*keys, t], how="left")
         missing = skeleton.filter(pl.any_horizontal(pl.col(known).is_null())).select(keys).unique().sort(keys)
         skeleton = skeleton.join(missing, on=keys, how="anti")
@@ -546,7 +561,10 @@ class Replay:
         if not known:
             return None
         keys = [*c.series_keys, c.time_column]
-        return self.actuals(dataset).join(rows.select(keys), on=keys, how="semi").select(*keys, *known)
+        plans = getattr(self.source, "plans", None)
+        if plans is None:  # the lake: what landed by the end is all the plan there is
+            plans = {dataset: self.actuals(dataset)}
+        return plans[dataset].join(rows.select(keys), on=keys, how="semi").select(*keys, *known)
 
     def actuals(self, dataset: str) -> pl.DataFrame:
         """Every row that landed by the end: what published forecasts are scored against, after the fact."""
@@ -590,6 +608,7 @@ class Replay:
         if key in self.forecasts:
             return self.forecasts[key]
         c = self.contracts[dataset]
+        actuals = self.actuals(dataset)  # read once, after the fact, only to score and to plan ahead
         cpu = time.process_time()
         batches, history = self.read(dataset, moment)
         watermark = history[c.time_column].max() if history.height else None
@@ -599,7 +618,7 @@ class Replay:
         self.forecast_cpu_seconds += cpu
         fc = Forecast(dataset, batches, key[2], watermark, frame, missing.height, cpu)
         keys = [*c.series_keys, c.time_column]
-        scored = frame.join(self.actuals(dataset).select(*keys, c.target), on=keys, how="inner")
+        scored = frame.join(actuals.select(*keys, c.target), on=keys, how="inner")
         if scored.height:
             actual, pred = scored[c.target].to_numpy(), scored["forecast"].to_numpy()
             m = M.metrics(actual, pred)
@@ -770,6 +789,26 @@ def _error(actual: list[np.ndarray], forecast: list[np.ndarray]) -> dict[str, fl
     return {"wape": m["wape"], "mae": m["mae"], "rows": m["rows"]}
 
 
+def in_hand(published: Sequence[Published], actuals: pl.DataFrame, contract: Contract,
+            after: Any) -> tuple[np.ndarray, np.ndarray, int, int]:
+    """The forecast a user had in hand for each period: for every actual row after ``after`` (the history's
+    newest time), the latest forecast published before that period began that covers it.
+
+    Returns (actual, forecast) of the covered rows, the number covered and the number of rows.
+    """
+    c, keys, t = contract, [*contract.series_keys], contract.time_column
+    rows = actuals.filter(pl.col(t) > after).select(*keys, t, c.target) if after is not None else actuals.select(*keys, t, c.target)
+    frames = [p.forecast.frame.select(*keys, t, "forecast").with_columns(pl.lit(p.published_at).alias("__pub"))
+              for p in published if p.forecast.frame.height]
+    if not frames or not rows.height:
+        return np.zeros(0), np.zeros(0), 0, rows.height
+    begins = pl.col(t).cast(pl.Datetime("us")).dt.replace_time_zone("UTC")
+    issued = (pl.concat(frames).filter(pl.col("__pub") <= begins)
+              .sort("__pub").group_by([*keys, t], maintain_order=True).last())
+    scored = rows.join(issued, on=[*keys, t], how="inner")
+    return scored[c.target].to_numpy(), scored["forecast"].to_numpy(), scored.height, rows.height
+
+
 def combination_name(policy: str, mode: str) -> str:
     return f"{policy} / forecast {mode}"
 
@@ -828,11 +867,12 @@ def summarize(engine: Replay, results: list[PolicyRun], *, source: str, runtime_
 
 
 def _combination(engine: Replay, res: PolicyRun, mode: str, shown: bool, report: dict[str, Any],
-                 grid: list[datetime], days: list[date]) -> dict[str, Any]:
+                 grid: list[datetime], days: list[date], name: str | None = None) -> dict[str, Any]:
     trace, cfg = engine.trace, engine.config
-    name = combination_name(res.policy.name, mode)
+    name = name or combination_name(res.policy.name, mode)
     per_dataset: dict[str, Any] = {}
-    pooled: dict[str, list] = {"stale": [], "model": [], "acts": [], "fcs": [], "shares": [], "lags": [], "censored": [0]}
+    pooled: dict[str, list] = {"stale": [], "model": [], "acts": [], "fcs": [], "shares": [], "lags": [], "censored": [0],
+                               "hand_acts": [], "hand_fcs": [], "covered": []}
     daily: dict[date, tuple[list, list]] = {d: ([], []) for d in days}
     for d in trace.datasets:
         new = trace.new_arrivals(d)
@@ -845,6 +885,12 @@ def _combination(engine: Replay, res: PolicyRun, mode: str, shown: bool, report:
         pooled["lags"].append([_hours(lag_at(new, included, g)) for g in grid])
         acts = [p.forecast.errors[0] for p in pubs if p.forecast.errors]
         fcs = [p.forecast.errors[1] for p in pubs if p.forecast.errors]
+        history = [a.max_time for a in trace.history(d)]
+        hand_act, hand_fc, covered, hand_rows = in_hand(pubs, engine.actuals(d), engine.contracts[d],
+                                                        max(history) if history else None)
+        pooled["hand_acts"].append(hand_act)
+        pooled["hand_fcs"].append(hand_fc)
+        pooled["covered"].append((covered, hand_rows))
         for p in pubs:
             if p.forecast.errors and p.published_at.date() in daily:
                 daily[p.published_at.date()][0].append(p.forecast.errors[0])
@@ -871,6 +917,7 @@ def _combination(engine: Replay, res: PolicyRun, mode: str, shown: bool, report:
             "model_staleness": {**_percentiles(model_stale), "not_served_by_end": model_censored},
             "share_lagging": share,
             "error": _error(acts, fcs),
+            "in_hand": {**_error([hand_act], [hand_fc]), "covered": covered / hand_rows if hand_rows else None},
         }
         pooled["stale"] += stale
         pooled["model"] += model_stale
@@ -886,7 +933,10 @@ def _combination(engine: Replay, res: PolicyRun, mode: str, shown: bool, report:
                                   "not_served_by_end": sum(v["model_staleness"]["not_served_by_end"]
                                                            for v in per_dataset.values())},
               "share_lagging": float(np.mean(pooled["shares"])) if pooled["shares"] else 0.0,
-              "error": _error(pooled["acts"], pooled["fcs"])}
+              "error": _error(pooled["acts"], pooled["fcs"]),
+              "in_hand": {**_error(pooled["hand_acts"], pooled["hand_fcs"]),
+                          "covered": (sum(c for c, _ in pooled["covered"]) / sum(n for _, n in pooled["covered"])
+                                      if sum(n for _, n in pooled["covered"]) else None)}}
     report["curves"]["lag_hours"][name] = [float(np.mean(col)) for col in zip(*pooled["lags"])] if pooled["lags"] else []
     report["curves"]["wape"][name] = _rolling_wape(daily, days, cfg.error_window_days)
     return {"name": name, "retrain": res.policy.name, "forecast": mode, "shown": shown,
@@ -901,8 +951,8 @@ def _naive_reference(engine: Replay, report: dict[str, Any], grid: list[datetime
     res = PolicyRun(Never(name=NAIVE), [], promotions, 0.0,
                     {ON_LANDING: {d: engine.publish(d, ON_LANDING, [], promotions[d]) for d in trace.datasets},
                      AFTER_TRAINING: {d: [] for d in trace.datasets}})
-    out = _combination(engine, res, ON_LANDING, True, report, grid, days)
-    out.update(name=NAIVE, retrain="-", description="Seasonal-naive forecasts on every landing, no model: the reference.")
+    out = _combination(engine, res, ON_LANDING, True, report, grid, days, name=NAIVE)
+    out.update( retrain="-", description="Seasonal-naive forecasts on every landing, no model: the reference.")
     return out
 
 
@@ -1024,7 +1074,7 @@ def fmt_duration(hours: float | None) -> str:
 
 
 TABLE_COLUMNS = ("retraining", "forecasts", "trainings", "promoted", "published", "CPU s", "served p50", "served p95",
-                 "served max", "model p50", "WAPE", "MAE")
+                 "served max", "model p50", "WAPE", "in-hand WAPE", "covered %")
 
 
 def table_rows(report: dict[str, Any], dataset: str | None = None, everything: bool = False) -> list[dict[str, str]]:
@@ -1040,7 +1090,8 @@ def table_rows(report: dict[str, Any], dataset: str | None = None, everything: b
                  fmt_duration(s["p50_h"]), fmt_duration(s["p95_h"]),
                  fmt_duration(s["max_h"]) + ("+" if s["not_served_by_end"] else ""),
                  fmt_duration(ms["p50_h"]),
-                 _f(m["error"]["wape"], ".4f"), _f(m["error"]["mae"], ".3f")]
+                 _f(m["error"]["wape"], ".4f"), _f(m["in_hand"]["wape"], ".4f"),
+                 _f(None if m["in_hand"]["covered"] is None else 100 * m["in_hand"]["covered"], ".0f")]
         rows.append(dict(zip(TABLE_COLUMNS, cells)))
     return rows
 
@@ -1059,8 +1110,10 @@ def format_table(rows: list[dict[str, str]]) -> str:
 NOTES = ("served p50/p95/max: from a file landing to the first published forecast that uses it ('+': some files had "
          "none by the end, counted up to the end). model p50: from a file landing to the first promoted model trained "
          "on it. published: forecasts published (one identical to the previous, same data and model, is not "
-         "published again). CPU s: measured process CPU of the trainings and forecasts. WAPE/MAE: every published "
-         "forecast scored on the rows it forecast that have landed by the end, pooled.")
+         "published again). CPU s: measured process CPU of the trainings and forecasts. WAPE: every published "
+         "forecast scored on the rows it forecast that have landed by the end, pooled. in-hand WAPE: each period scored "
+         "with the latest forecast published before it began (what a user had in hand); covered %: share of the "
+         "window's periods that had one.")
 
 
 def format_report(report: dict[str, Any]) -> str:
