@@ -26,8 +26,8 @@ from prefect.runtime import flow_run
 import freshet
 from freshet import events
 from freshet.modeling import registry
-from freshet.modeling import features as F
 from freshet.modeling import model as M
+from freshet.modeling import training as T
 from freshet.data.contracts import Contract, load_contract
 from freshet.data.ingestion import UriRejected, admit_file, landing_path, load_curated, read_manifest, unknown_landing_files
 from freshet.data.lake import Lake
@@ -100,40 +100,33 @@ def load_data(contract: Contract, entries: list[dict[str, Any]], settings: Setti
 
 
 @task(name="build-features", cache_policy=NO_CACHE)
-def features_task(contract: Contract, data: pl.LazyFrame, stats: dict[str, Any], settings: Settings) -> tuple[pl.DataFrame, ...]:
-    """Train / validation / holdout frames, feature columns as float32, about 5 M rows of series at a time."""
-    return F.training_frames(data, contract, stats["max"], settings.holdout_periods, settings.validation_periods,
-                             partitions=max(1, -(-stats["rows"] // F.ROWS_PER_FEATURE_SLICE)))
+def features_task(contract: Contract, data: pl.LazyFrame, stats: dict[str, Any], settings: Settings) -> T.Prepared:
+    """The feature spec fitted to the history, and train / validation / backtest frames (about 5 M rows of series at a time)."""
+    return T.prepare(data, contract, settings, stats)
 
 
 @task(name="fit", cache_policy=NO_CACHE)
-def fit_task(train: pl.DataFrame, valid: pl.DataFrame, contract: Contract, settings: Settings) -> M.FitResult:
-    return M.fit(train, valid, F.feature_columns(contract), contract.target, M.xgb_params(settings),
-                 settings.xgb_max_rounds, settings.xgb_early_stopping_rounds)
+def fit_task(prep: T.Prepared, settings: Settings) -> tuple[T.Candidate, list[T.Candidate]]:
+    """One early-stopped fit per target-transform candidate; the best on validation is chosen."""
+    return T.fit_candidates(prep, settings)
 
 
 @task(name="evaluate", cache_policy=NO_CACHE)
-def evaluate(contract: Contract, holdout: pl.DataFrame, booster: xgb.Booster, champ: dict | None,
-             settings: Settings) -> dict[str, Any]:
-    """Score the new model, the champion and the seasonal-naive baseline on the same holdout rows."""
-    log = get_run_logger()
-    base_col = f"lag_{F.seasonal_lag(contract)}"
-    scored = holdout.filter(pl.col(base_col).is_not_null())
-    actual = scored[contract.target].to_numpy()
-    out: dict[str, Any] = {
-        "model": M.metrics(actual, M.predict(booster, scored, F.feature_columns(contract))),
-        "baseline": M.metrics(actual, scored[base_col].to_numpy()),
-        "champion": None,
-    }
+def evaluate(prep: T.Prepared, chosen: T.Candidate, champ: dict | None, settings: Settings) -> tuple[dict, list, str | None]:
+    """Rolling-origin backtest: the new model, the champion and seasonal naive on every window."""
+    champion = None
     if champ is not None:
-        missing = [c for c in champ["features"] if c not in scored.columns]
-        if missing:
-            log.warning("champion %s needs features %s that this version no longer builds; "
-                        "comparing with the baseline only", champ["version"], missing)
-        else:
-            old = registry.load_booster(Lake.from_settings(settings), contract.name, champ["version"])
-            out["champion"] = M.metrics(actual, M.predict(old, scored, champ["features"]))
-    return out
+        champion = (registry.load_booster(Lake.from_settings(settings), prep.contract.name, champ["version"]), champ)
+    scores, windows, note = T.backtest(prep, chosen, champion)
+    if note:
+        get_run_logger().warning(note)
+    return scores, windows, note
+
+
+@task(name="refit", cache_policy=NO_CACHE)
+def refit_task(prep: T.Prepared, chosen: T.Candidate, settings: Settings) -> M.FitResult:
+    """The serving model: refit on every row up to the newest with the evaluation's rounds."""
+    return T.refit(prep, chosen, settings)
 
 
 @task(name="register", cache_policy=NO_CACHE)
@@ -174,17 +167,13 @@ def train_once(contract: Contract, entries: list[dict[str, Any]], settings: Sett
     fingerprint = registry.data_fingerprint([e["content_hash"] for e in entries])
     data, stats = timed("load", load_data, contract, entries, settings)
     max_time = stats["max"]
-    train, valid, holdout = timed("features", features_task, contract, data, stats, settings)
-    if min(train.height, valid.height, holdout.height) == 0:
-        raise ValueError(
-            f"{dataset}: not enough history to train: {stats['rows']} rows from {stats['min']} to "
-            f"{max_time}; need more than {settings.holdout_periods + settings.validation_periods} periods "
-            "(FRESHET_HOLDOUT_PERIODS + FRESHET_VALIDATION_PERIODS)"
-        )
-    fitted = timed("fit", fit_task, train, valid, contract, settings)
+    prep = timed("features", features_task, contract, data, stats, settings)
+    chosen, candidates = timed("fit", fit_task, prep, settings)
     champ = registry.champion(lake, dataset)
-    scores = timed("evaluate", evaluate, contract, holdout, fitted.booster, champ, settings)
-    promote, reason = M.decide(scores["model"], scores["champion"], scores["baseline"], settings.min_improvement)
+    scores, windows, note = timed("evaluate", evaluate, prep, chosen, champ, settings)
+    served = timed("refit", refit_task, prep, chosen, settings)
+    result = T.finish(prep, chosen, candidates, scores, windows, note, served, settings, timings)
+    promote, reason = result.promote, result.reason
     version = registry.new_version(fingerprint)
     covered_before = {c["content_hash"] for c in (champ or {}).get("lineage", [])}
     fresh = [e for e in entries if e["content_hash"] not in covered_before]
@@ -193,28 +182,21 @@ def train_once(contract: Contract, entries: list[dict[str, Any]], settings: Sett
         "dataset": dataset,
         "fingerprint": fingerprint,
         "trained_at": datetime.now(timezone.utc).isoformat(),
-        "data_range": {"start": str(stats["min"]), "end": str(max_time)},
-        "data_watermark": str(max_time),
-        "rows": {"total": stats["rows"], "train": train.height, "valid": valid.height, "holdout": holdout.height},
         "lineage": _lineage(entries),
         "new_files": [e["content_hash"] for e in fresh],
-        "metrics": scores,
         "champion_version": champ["version"] if champ else None,
-        "decision": {"promote": promote, "reason": reason},
-        "params": fitted.params,
-        "best_iteration": fitted.best_iteration,
-        "rounds": fitted.rounds,
-        "features": F.feature_columns(contract),
+        **result.meta,
         "contract": contract.fingerprint,
         "versions": {"freshet": freshet.__version__, "xgboost": xgb.__version__, "polars": pl.__version__,
                      "prefect": _prefect_version(), "python": platform.python_version()},
         "event_id": event_id,
         "flow_run_id": str(flow_run.get_id() or ""),
     }
+    timings = meta["timings"]
     timings["register"] = 0.0
     meta["timings"] = timings
     start = time.perf_counter()
-    register_task(dataset, version, fitted.booster, meta, settings)
+    register_task(dataset, version, result.booster, meta, settings)
     timings["register"] = round(time.perf_counter() - start, 3)
     _emit(events.MODEL_TRAINED, dataset, _model_payload(meta), [fingerprint])
     outcome = {"version": version, "promoted": promote, "reason": reason, "metrics": scores, "timings": timings,
@@ -276,12 +258,18 @@ def _publish_artifacts(contract: Contract, meta: dict[str, Any], outcome: dict[s
 | rows (train / valid / holdout) | {meta['rows']['train']} / {meta['rows']['valid']} / {meta['rows']['holdout']} |
 | files in lineage | {len(meta['lineage'])} ({len(meta['new_files'])} new since the champion) |
 | freshness lag (landing to promotion) | {f'{lag:.1f} s' if lag is not None else 'n/a'} |
-| boosting rounds (best) | {meta['rounds']} ({meta['best_iteration']}) |
+| target transform / objective | {meta['transform']} / {meta['objective']} (candidates: {', '.join(f"{c['transform']} {c['validation']['wape']:.4f}" for c in meta['candidates'])}) |
+| boosting rounds | evaluation {meta['evaluation']['rounds']} (best {meta['evaluation']['best_iteration']}); serving refit {meta['rounds']} on {meta['rows']['refit']} rows |
 | timings (s) | {', '.join(f'{k} {v}' for k, v in meta['timings'].items())} |
 
-| holdout | MAE | RMSE | WAPE |
+| backtest (pooled) | MAE | RMSE | WAPE |
 |---|---|---|---|
-""" + "\n".join(f"| {r['model']} ({r['version']}) | {r['mae']} | {r['rmse']} | {r['wape']} |" for r in rows)
+""" + "\n".join(f"| {r['model']} ({r['version']}) | {r['mae']} | {r['rmse']} | {r['wape']} |" for r in rows) + """
+
+| window | from | to | rows | model WAPE | champion WAPE | seasonal naive WAPE |
+|---|---|---|---|---|---|---|
+""" + "\n".join(f"| {w['window']} | {w['start']} | {w['end']} | {w['model']['rows']} | {_fmt(w['model'], 'wape')} | "
+               f"{_fmt(w['champion'], 'wape')} | {_fmt(w['baseline'], 'wape')} |" for w in meta['backtest']['windows'])
     create_markdown_artifact(key=f"{key}-report", markdown=report, description=f"Training report for {contract.name}")
 
 

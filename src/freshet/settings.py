@@ -57,11 +57,13 @@ class Settings(BaseSettings):
     )
 
     # --- training -------------------------------------------------------
-    holdout_periods: int = Field(
-        28, ge=1, description="Newest periods (days or hours) kept out of training for scoring."
+    holdout_periods: int | None = Field(
+        None, ge=1, description="Override of every contract's backtest span, in periods of its frequency (unset: the "
+        "contract's 'holdout', else 4 windows of its horizon)."
     )
-    validation_periods: int = Field(
-        28, ge=1, description="Periods before the holdout used for early stopping."
+    validation_periods: int | None = Field(
+        None, ge=1, description="Override of every contract's early-stopping span before the backtest, in periods "
+        "(unset: the contract's 'validation', else max(4 x horizon, 2 seasons))."
     )
     xgb_max_rounds: int = Field(800, ge=1, description="Upper bound on boosting rounds.")
     xgb_early_stopping_rounds: int = Field(40, ge=1, description="Early-stopping patience.")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
 
 import polars as pl
@@ -59,9 +60,10 @@ def test_shipped_retail_sales_contract_parses() -> None:
         "price": pl.Float64(),
         "on_promo": pl.Boolean(),
     }
-    assert (c.time_column, c.frequency, c.target) == ("date", "daily", "units_sold")
+    assert (c.time_column, c.frequency, c.period, c.target) == ("date", "1d", timedelta(days=1), "units_sold")
     assert c.series_keys == ("store_id", "item_id")
-    assert c.exogenous == ("price", "on_promo")
+    assert c.exogenous == c.known == ("price", "on_promo") and c.observed == ()
+    assert (c.objective, c.target_transform, c.holdout_periods, c.validation_periods) == ("squared_error", "auto", 28, 28)
     assert (c.horizon, c.season_length) == (7, 7)
     assert c.rules["units_sold"].min == 0 and c.rules["units_sold"].max == 100000
     assert c.rules["price"].min == 0.01 and c.rules["price"].non_null
@@ -79,6 +81,31 @@ def test_a_hand_written_contract_parses(tmp_path: Path) -> None:
     assert c.rules["colour"].allowed == ("red", "blue")
     assert c.season_length == 7  # the daily default
     assert c.source == str(tmp_path / "sales.toml")
+
+
+@pytest.mark.parametrize(("frequency", "period", "season"), [
+    ("daily", timedelta(days=1), 7), ("1d", timedelta(days=1), 7), ("hourly", timedelta(hours=1), 24),
+    ("1h", timedelta(hours=1), 24), ("15m", timedelta(minutes=15), 96), ("1w", timedelta(weeks=1), 52),
+    ("weekly", timedelta(weeks=1), 52), ("2h", timedelta(hours=2), 12), ("3d", timedelta(days=3), 1),
+])
+def test_frequency_is_a_duration_with_a_season_default(tmp_path: Path, frequency: str, period: timedelta,
+                                                      season: int) -> None:
+    text = GOOD.format(name="sales").replace('frequency = "daily"', f'frequency = "{frequency}"')
+    if period < timedelta(days=1):
+        text = text.replace('date = "Date"', 'date = "Datetime"')
+    c = parse_contract(write(tmp_path, text))
+    assert (c.period, c.season_length) == (period, season)
+
+
+def test_known_observed_and_evaluation_spans(tmp_path: Path) -> None:
+    text = GOOD.format(name="sales").replace('exogenous = ["price"]', 'known = ["colour"]\nobserved = ["price"]')
+    text = text.replace("horizon = 7", 'horizon = 7\nholdout = "2w"\nvalidation = "21d"\nobjective = "poisson"')
+    c = parse_contract(write(tmp_path, text))
+    assert (c.known, c.observed, c.objective) == (("colour",), ("price",), "poisson")
+    assert (c.holdout_periods, c.validation_periods) == (14, 21)
+    plain = parse_contract(write(tmp_path, GOOD.format(name="sales")))
+    assert (plain.holdout_periods, plain.validation_periods) == (None, None)  # per-frequency defaults apply
+    assert (plain.default_holdout(), plain.default_validation()) == (28, 28)
 
 
 def test_fingerprint_changes_with_the_file(tmp_path: Path) -> None:
@@ -116,7 +143,23 @@ MALFORMED = [
     pytest.param(_edit('target = "units"', 'target = "colour"'), "target", "must be numeric", id="target-string"),
     pytest.param(_edit('time_column = "date"', 'time_column = "units"'), "time_column", "Date or Datetime",
                  id="time-not-temporal"),
-    pytest.param(_edit('frequency = "daily"', 'frequency = "weekly"'), "frequency", "weekly", id="bad-frequency"),
+    pytest.param(_edit('frequency = "daily"', 'frequency = "fortnightly"'), "frequency", "fortnightly",
+                 id="bad-frequency"),
+    pytest.param(_edit('frequency = "daily"', 'frequency = "0d"'), "frequency", "duration", id="zero-frequency"),
+    pytest.param(_edit('frequency = "daily"', 'frequency = "15m"'), "time_column", "Datetime", id="15m-with-date"),
+    pytest.param(_edit("horizon = 7", 'horizon = 7\nholdout = "10h"'), "holdout", "whole number", id="holdout-hours"),
+    pytest.param(_edit("horizon = 7", 'horizon = 7\nholdout = "3d"'), "holdout", "shorter than the horizon",
+                 id="holdout-short"),
+    pytest.param(_edit("horizon = 7", 'horizon = 7\nvalidation = "2 weeks"'), "validation", "duration",
+                 id="validation-bad"),
+    pytest.param(_edit("horizon = 7", 'horizon = 7\nobjective = "mape"'), "objective", "mape", id="bad-objective"),
+    pytest.param(_edit("horizon = 7", 'horizon = 7\ntarget_transform = "log"'), "target_transform", "log",
+                 id="bad-transform"),
+    pytest.param(_edit('exogenous = ["price"]', 'exogenous = ["price"]\nknown = ["price"]'), "exogenous",
+                 "not both", id="known-and-exogenous"),
+    pytest.param(_edit('exogenous = ["price"]', 'known = ["price"]\nobserved = ["price"]'), "observed",
+                 "also listed as known", id="known-and-observed"),
+    pytest.param(_edit('exogenous = ["price"]', 'observed = ["units"]'), "observed", "target", id="observed-target"),
     pytest.param(_edit('frequency = "daily"', 'frequency = "hourly"'), "time_column", "Datetime",
                  id="hourly-with-date"),
     pytest.param(_edit("horizon = 7", 'horizon = 7\nextra_columns = "keep"'), "extra_columns", "keep",

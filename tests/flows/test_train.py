@@ -20,6 +20,7 @@ from freshet import events
 from freshet.modeling import registry
 from freshet.modeling import features as F
 from freshet.modeling import model as M
+from freshet.modeling import training as T
 from freshet.data.contracts import load_contract
 from freshet.data.generate import generate_retail_sales, split_into_batches
 from freshet.data.ingestion import admit_file, load_curated
@@ -75,15 +76,10 @@ def metrics_artifact(run_id: str) -> list[dict]:
     return json.loads(artifact.data) if isinstance(artifact.data, str) else artifact.data
 
 
-def rescore(handle: LakeHandle, version: str, meta: dict) -> dict[str, float]:
-    """Score a registered model again from the lake, exactly as the flow scored it."""
-    s = get_settings()
+def retrain(handle: LakeHandle, meta: dict) -> T.TrainingResult:
+    """Train again from the lake on the model's lineage, exactly as the flow trained it (same seed)."""
     data = load_curated(handle.lake, [{"content_hash": e["content_hash"]} for e in meta["lineage"]], RETAIL).collect()
-    feats = F.build_features(data.lazy(), RETAIL)
-    _, _, holdout = F.time_split(feats, RETAIL, data["date"].max(), s.holdout_periods, s.validation_periods)
-    holdout = holdout.collect().filter(pl.col(f"lag_{F.seasonal_lag(RETAIL)}").is_not_null())
-    booster = registry.load_booster(handle.lake, DATASET, version)
-    return M.metrics(holdout[RETAIL.target].to_numpy(), M.predict(booster, holdout, meta["features"]))
+    return T.train_model(data, RETAIL, None, get_settings())
 
 
 # ----------------------------------------------------------------- first training
@@ -114,22 +110,30 @@ def test_first_training_promotes_and_registers_a_complete_model(prefect_api, any
     rows = meta["rows"]
     assert rows["total"] == sales.height and rows["train"] + rows["valid"] + rows["holdout"] == sales.height
 
-    # metrics: the model beats the seasonal-naive baseline on the holdout, and the
-    # registered file is the model that was scored
+    # metrics: the model beats the seasonal-naive baseline on every backtest window pooled, and
+    # the registered file is the serving refit of the model that was scored
     model, baseline = meta["metrics"]["model"], meta["metrics"]["baseline"]
     assert meta["metrics"]["champion"] is None and meta["champion_version"] is None
     assert model["wape"] < 0.85 * baseline["wape"]
     assert model["rows"] == baseline["rows"] > 0
     assert meta["decision"]["promote"] is True and "first model" in meta["decision"]["reason"]
-    assert rescore(any_lake, version, meta)["wape"] == pytest.approx(model["wape"], rel=1e-6)
+    again = retrain(any_lake, meta)
+    assert again.scores["model"]["wape"] == pytest.approx(model["wape"], rel=1e-6)
+    assert [w["window"] for w in meta["backtest"]["windows"]] == [3, 2, 1, 0]
+    assert all(w["model"]["rows"] > 0 for w in meta["backtest"]["windows"])
+    assert meta["transform"] in ("none", "seasonal_difference", "level_scale") and meta["objective"] == "squared_error"
+    assert meta["rows"]["refit"] > meta["evaluation"]["train_rows"]  # refit on every row, up to the newest
+    assert meta["timings"]["refit_seconds"] > 0 and meta["timings"]["fit_chosen_seconds"] > 0
+    served = registry.load_booster(any_lake.lake, DATASET, version)
+    assert served.num_boosted_rounds() == meta["rounds"] == again.booster.num_boosted_rounds()
 
     # reproducibility facts
     assert set(meta["versions"]) >= {"freshet", "xgboost", "polars", "prefect", "python"}
     assert meta["versions"]["xgboost"] == xgb.__version__
-    assert set(meta["timings"]) >= {"load", "features", "fit", "evaluate", "register"}
+    assert set(meta["timings"]) >= {"load", "features", "fit", "evaluate", "refit", "register"}
     assert all(v >= 0 for v in meta["timings"].values())
     assert 0 < meta["timings"]["fit"] < time.time() - started
-    assert meta["features"] == F.feature_columns(RETAIL)
+    assert meta["features"] == F.feature_columns(RETAIL, F.FeatureSpec.from_json(meta["feature_spec"]))
     assert meta["params"]["tree_method"] == "hist" and 0 <= meta["best_iteration"] < meta["rounds"]
     assert meta["flow_run_id"] == run_id and meta["contract"] == RETAIL.fingerprint
 
@@ -181,8 +185,9 @@ def test_a_model_that_does_not_beat_the_champion_is_registered_but_not_promoted(
     meta = any_lake.read_json("models", DATASET, out["version"], "meta.json")
     assert meta["decision"]["promote"] is False and "does not beat the champion" in meta["decision"]["reason"]
     assert meta["champion_version"] == first["version"]
-    assert meta["metrics"]["champion"] is not None  # the champion was scored on the same holdout
-    assert meta["metrics"]["champion"]["rows"] == meta["metrics"]["model"]["rows"]
+    # the champion was scored on the backtest rows it never trained on (the new week), like for like
+    champ, mine = meta["metrics"]["champion"], meta["metrics"]["model_on_champion_rows"]
+    assert 0 < champ["rows"] == mine["rows"] < meta["metrics"]["model"]["rows"]
     assert {i["uri"] for i in meta["lineage"]} == {any_lake.uri("landing", DATASET, "history.csv"), week_uri}
     week_sha = next(e["content_hash"] for e in any_lake.manifest() if e["uri"] == week_uri)
     assert meta["new_files"] == [week_sha]
@@ -293,3 +298,52 @@ def test_no_task_hashes_its_inputs() -> None:
     tasks = [t for m in (train_module, ingest_module) for t in vars(m).values() if isinstance(t, Task)]
     assert len(tasks) >= 10
     assert [t.name for t in tasks if t.cache_policy is not NO_CACHE] == []
+
+
+# ----------------------------------------------------------------- every dtype as an input
+BIKES_CONTRACT = """\
+name = "bikes"
+time_column = "ts"
+frequency = "1h"
+series_keys = ["station"]
+target = "rides"
+known = ["weather", "workday", "holiday"]
+observed = ["wind"]
+horizon = 24
+objective = "squared_error"
+
+[columns]
+ts = "Datetime"
+station = "String"
+rides = "Float64"
+weather = "String"
+workday = "Boolean"
+holiday = "Int8"
+wind = "Float64"
+"""
+
+
+def test_string_boolean_and_zero_heavy_exogenous_columns_train_through_the_flow(
+    prefect_api, lake_env: LakeHandle, tmp_path, monkeypatch
+) -> None:
+    from tests.modeling.test_training import bikes
+
+    contracts = tmp_path / "contracts"
+    contracts.mkdir()
+    (contracts / "bikes.toml").write_text(BIKES_CONTRACT, encoding="utf-8")
+    monkeypatch.setenv("FRESHET_CONTRACTS_DIR", str(contracts))
+    bikes_contract = load_contract("bikes", contracts)
+    data = bikes(days=30)
+    assert (data["wind"] == 0).mean() > 0.5 and (data["holiday"] == 0).all()  # numeric columns full of zeros
+    uri = lake_env.land(data, "bikes.csv", dataset="bikes")
+    assert admit_file(lake_env.lake, bikes_contract, uri).status == "admitted"
+
+    state = train(dataset="bikes", return_state=True)
+    assert state.is_completed(), state.message
+    out = state.result()
+    assert (out["status"], out["promoted"], out["rows"]) == ("trained", True, data.height)
+    meta = lake_env.read_json("models", "bikes", out["version"], "meta.json")
+    assert meta["feature_spec"]["categories"]["weather"] == ["clear", "mist", "rain"]
+    assert "wind_lag_24" in meta["features"] and "wind" not in meta["features"]
+    assert meta["metrics"]["model"]["wape"] < meta["metrics"]["baseline"]["wape"]
+    assert len(meta["backtest"]["windows"]) == 4

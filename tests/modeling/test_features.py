@@ -129,63 +129,113 @@ def test_rolling_stats_do_not_mix_series() -> None:
     assert out.filter(pl.col("shop") == 2)["roll_max_8"].to_list() == [None, 1000.0, 1000.0]
 
 
-def test_exogenous_now_and_one_season_back_with_ratio() -> None:
-    df = toy([1, 2, 3, 4, 5], [1, 2, 3, 4, 5], prices=[1.0, 2.0, 3.0, 1.0, 1.5])
-    out = by_key(F.add_exogenous_features(df.lazy(), TOY).collect())
-    expected = df.with_columns(
-        price_lag_2=pl.Series([None, None, 1.0, 2.0, 3.0]),
-        price_ratio_2=pl.Series([None, None, 3.0, 0.5, 0.5]),
-    )
-    assert_frame_equal(out, expected)
+def test_known_exogenous_is_used_at_t_and_observed_only_at_lags_of_at_least_the_horizon() -> None:
+    c = Contract(**{**TOY.__dict__, "exogenous": (), "observed": ("price",), "horizon": 1})
+    df = toy([1, 2, 3, 4, 5], [1, 2, 3, 4, 5], prices=[1.0, 2.0, 0.0, -1.0, None])
+    out = by_key(F.add_exogenous_features(df.lazy(), c).collect())
+    # observed lags: the horizon (1) and the seasonal lag (2); never the value at t
+    assert out["price_lag_1"].to_list() == [None, 1.0, 2.0, 0.0, -1.0]
+    assert out["price_lag_2"].to_list() == [None, None, 1.0, 2.0, 0.0]
+    assert "price" not in F.feature_columns(c)
+    known = by_key(F.add_exogenous_features(df.lazy(), TOY).collect())
+    assert_frame_equal(known, df)  # known: the value at t itself, zeros, negatives and nulls as they are
+    assert "price" in F.feature_columns(TOY) and not [x for x in F.feature_columns(TOY) if "ratio" in x]
 
 
-def test_boolean_exogenous_gets_a_lag_but_no_ratio() -> None:
+def test_boolean_exogenous_is_a_zero_one_number() -> None:
     df = generate_retail_sales(stores=1, items=1, days=10, missing_rate=0.0)
     out = F.add_exogenous_features(df.lazy(), RETAIL).collect().sort("date")
-    assert out["on_promo_lag_7"].dtype == pl.Float64
-    assert out["on_promo_lag_7"].to_list()[7:] == [float(v) for v in df["on_promo"].to_list()[:3]]
-    assert "on_promo_ratio_7" not in out.columns and "price_ratio_7" in out.columns
+    assert out["on_promo"].dtype == pl.Float64
+    assert out["on_promo"].to_list() == [float(v) for v in df["on_promo"].to_list()]
 
 
-def test_calendar_features() -> None:
+STRINGY = Contract(
+    name="bikes",
+    columns={"ts": pl.Datetime("us"), "city": pl.String(), "n": pl.Float64(), "weather": pl.String(),
+             "workday": pl.Boolean(), "wind": pl.Float64()},
+    time_column="ts", frequency="1h", series_keys=("city",), target="n", exogenous=("weather", "workday"),
+    observed=("wind",), horizon=2, season_length=24,
+)
+
+
+def test_string_columns_are_categories_with_training_codes_and_unseen_values_are_missing() -> None:
+    times = [datetime(2024, 3, 1) + timedelta(hours=h) for h in range(4)]
+    df = pl.DataFrame({"ts": times, "city": ["b", "b", "a", "a"], "n": [1.0, 2.0, 3.0, 4.0],
+                       "weather": ["rain", "sun", None, "snow"], "workday": [True, False, True, None],
+                       "wind": [0.0, 0.0, 3.0, 0.0]}, schema=STRINGY.columns)
+    cats = F.fit_categories(df.head(2).lazy(), STRINGY)
+    assert cats == {"city": ["b"], "weather": ["rain", "sun"]}
+    spec = F.default_spec(STRINGY, categories=cats)
+    out = F.build_features(df.lazy(), STRINGY, spec).collect().sort("ts")
+    assert out["weather"].to_list() == [0.0, 1.0, None, None]  # "snow" was never seen: missing, not a crash
+    assert out["key_city"].to_list() == [0.0, 0.0, None, None]
+    assert out["workday"].to_list() == [1.0, 0.0, 1.0, None]
+    types = dict(zip(F.feature_columns(STRINGY, spec), F.feature_types(spec, STRINGY)))
+    assert (types["weather"], types["key_city"], types["workday"], types["wind_lag_2"]) == ("c", "c", "q", "q")
+
+
+def test_an_infinite_feature_fails_naming_the_column() -> None:
+    df = toy([1, 2, 3], [1, 2, 3], prices=[1.0, 1e300, 2.0])  # beyond float32: inf once cast
+    with pytest.raises(F.NonFiniteFeatureError, match="'price'"):
+        F.training_frames(df.lazy(), TOY, d(3), 1, 1)
+
+
+def test_calendar_features_without_two_years_have_no_yearly_position() -> None:
     df = pl.DataFrame(
         {"day": [date(2024, 1, 1), date(2024, 2, 29), date(2024, 12, 31)], "shop": [1, 1, 1],
          "y": [0.0, 0.0, 0.0], "price": [1.0, 1.0, 1.0]},
         schema=TOY.columns,
     )
-    out = F.add_calendar_features(df.lazy(), TOY).collect()
+    short = F.add_calendar_features(df.lazy(), TOY, F.default_spec(TOY, span=timedelta(days=729))).collect()
+    assert_frame_equal(short, df.with_columns(cal_dow=pl.Series([1.0, 4.0, 2.0]), cal_dom=pl.Series([1.0, 29.0, 31.0])))
+    out = F.add_calendar_features(df.lazy(), TOY, F.default_spec(TOY, span=timedelta(days=730))).collect()
     expected = df.with_columns(
-        cal_dow=pl.Series([1, 4, 2], dtype=pl.Int8),  # Monday, Thursday, Tuesday
-        cal_dom=pl.Series([1, 29, 31], dtype=pl.Int8),
-        cal_month=pl.Series([1, 2, 12], dtype=pl.Int8),
-        cal_week=pl.Series([1, 9, 1], dtype=pl.Int8),  # ISO week: 2024-12-31 is in 2025-W01
-        cal_doy=pl.Series([1, 60, 366], dtype=pl.Int16),
+        cal_dow=pl.Series([1.0, 4.0, 2.0]),  # Monday, Thursday, Tuesday
+        cal_dom=pl.Series([1.0, 29.0, 31.0]),
+        cal_month=pl.Series([1.0, 2.0, 12.0]),
+        cal_week=pl.Series([1.0, 9.0, 1.0]),  # ISO week: 2024-12-31 is in 2025-W01
+        cal_doy=pl.Series([1.0, 60.0, 366.0]),
     )
     assert_frame_equal(out, expected)
 
 
-def test_hourly_contracts_lag_by_hours_and_add_the_hour() -> None:
+def test_hourly_contracts_lag_by_hours_and_add_the_hour_and_hour_of_week() -> None:
     hourly = Contract(
         name="load",
         columns={"ts": pl.Datetime("us"), "meter": pl.Int32(), "kw": pl.Float64()},
         time_column="ts", frequency="hourly", series_keys=("meter",), target="kw", exogenous=(),
         horizon=1, season_length=24,
     )
-    start = datetime(2024, 3, 1)
+    assert F.lags_for(hourly) == [1, 2, 24, 48, 72, 96, 168]  # a week back for sub-daily data
+    start = datetime(2024, 3, 1)  # a Friday
     times = [start + timedelta(hours=h) for h in (0, 1, 2, 4)]
     df = pl.DataFrame({"ts": times, "meter": [1] * 4, "kw": [1.0, 2.0, 3.0, 5.0]}, schema=hourly.columns)
     out = by_key(F.build_features(df.lazy(), hourly).collect(), hourly)
     assert out["lag_1"].to_list() == [None, 1.0, 2.0, None]
     assert out["lag_2"].to_list() == [None, None, 1.0, 3.0]
-    assert out["cal_hour"].to_list() == [0, 1, 2, 4]
+    assert out["cal_tod"].to_list() == [0, 1, 2, 4]
+    assert out["cal_how"].to_list() == [96, 97, 98, 100]  # Friday is day 4 of the week (from 0)
     assert set(F.feature_columns(hourly)) <= set(out.columns)
+
+
+@pytest.mark.parametrize(("frequency", "lag_hours", "tod"), [("15m", 0.25, [0, 1, 2, 4]), ("2h", 2, [0, 1, 2, 4])])
+def test_sub_hourly_and_multi_hour_frequencies_step_by_their_period(frequency: str, lag_hours: float, tod: list) -> None:
+    c = Contract(name="x", columns={"ts": pl.Datetime("us"), "m": pl.Int32(), "y": pl.Float64()}, time_column="ts",
+                 frequency=frequency, series_keys=("m",), target="y", exogenous=(), horizon=1, season_length=4)
+    times = [datetime(2024, 3, 4) + timedelta(hours=lag_hours * k) for k in (0, 1, 2, 4)]
+    df = pl.DataFrame({"ts": times, "m": [1] * 4, "y": [1.0, 2.0, 3.0, 5.0]}, schema=c.columns)
+    out = by_key(F.build_features(df.lazy(), c).collect(), c)
+    assert out["lag_1"].to_list() == [None, 1.0, 2.0, None]
+    assert out["cal_tod"].to_list() == tod
 
 
 def test_build_features_keeps_every_row_and_every_feature_column() -> None:
     df = generate_retail_sales(stores=2, items=2, days=60)
     out = F.build_features(df.lazy(), RETAIL).collect()
     assert out.height == df.height
-    assert_frame_equal(out.select(df.columns).sort(["date", "store_id", "item_id"]), df)
+    # known exogenous columns are model inputs in place (Booleans as 0/1); everything else is untouched
+    assert_frame_equal(out.select(df.columns).sort(["date", "store_id", "item_id"]),
+                       df.with_columns(pl.col("on_promo").cast(pl.Float64)))
     assert set(F.feature_columns(RETAIL)) <= set(out.columns)
     assert out.select(["store_id", "item_id", "date"]).is_duplicated().sum() == 0
     # the seasonal-naive baseline is the target one season back
@@ -194,25 +244,28 @@ def test_build_features_keeps_every_row_and_every_feature_column() -> None:
 
 
 # ----------------------------------------------------------------- leakage
-FeatureBuilder = Callable[[pl.LazyFrame, Contract], pl.LazyFrame]
+FeatureBuilder = Callable[..., pl.LazyFrame]
 
 
-def leaked_rows(build: FeatureBuilder, df: pl.DataFrame, contract: Contract, cutoff: date) -> tuple[int, int]:
-    """Rebuild features after overwriting every target value after ``cutoff`` with garbage.
+def leaked_rows(build: FeatureBuilder, df: pl.DataFrame, contract: Contract, cutoff: date,
+                spec: F.FeatureSpec | None = None) -> tuple[int, int]:
+    """Rebuild features after overwriting every target (and observed-only) value after ``cutoff`` with garbage.
 
     Returns (rows at or before cutoff + horizon whose features changed, rows after it whose features changed).
     """
     t, y = contract.time_column, contract.target
     rng = np.random.default_rng(0)
     garbage = df.with_columns(
-        pl.when(pl.col(t) > cutoff).then(pl.Series(rng.uniform(1e5, 1e6, df.height))).otherwise(pl.col(y)).alias(y)
+        pl.when(pl.col(t) > cutoff).then(pl.Series(rng.uniform(1e5, 1e6, df.height))).otherwise(pl.col(c)).alias(c)
+        for c in (y, *contract.observed)
     )
     assert garbage.filter(pl.col(t) > cutoff)[y].to_list() != df.filter(pl.col(t) > cutoff)[y].to_list()
     key = [*contract.series_keys, t]
-    feats = [c for c in F.feature_columns(contract) if c not in key]
+    spec = spec or F.default_spec(contract)
+    feats = [c for c in F.feature_columns(contract, spec) if c not in key]
     cols = [*key, *feats]
-    clean = build(df.lazy(), contract).collect().select(cols).sort(key)
-    dirty = build(garbage.lazy(), contract).collect().select(cols).sort(key)
+    clean = build(df.lazy(), contract, spec).collect().select(cols).sort(key)
+    dirty = build(garbage.lazy(), contract, spec).collect().select(cols).sort(key)
     edge = cutoff + timedelta(days=contract.horizon)
     changed = pl.any_horizontal(
         [pl.col(c).ne_missing(pl.col(f"{c}_dirty")) for c in feats]
@@ -236,9 +289,9 @@ def test_no_future_target_value_leaks_into_any_feature(sales: pl.DataFrame, cuto
 
 
 def test_the_leakage_check_catches_a_leaky_feature(sales: pl.DataFrame) -> None:
-    def leaky(lf: pl.LazyFrame, contract: Contract) -> pl.LazyFrame:
+    def leaky(lf: pl.LazyFrame, contract: Contract, spec: F.FeatureSpec) -> pl.LazyFrame:
         # a rolling mean that ends at t instead of t - horizon
-        out = F.build_features(lf, contract)
+        out = F.build_features(lf, contract, spec)
         return out.with_columns(
             pl.col(contract.target).rolling_mean_by(contract.time_column, window_size="7d")
             .over(list(contract.series_keys)).alias("roll_mean_7")
@@ -251,6 +304,14 @@ def test_the_leakage_check_catches_a_leaky_feature(sales: pl.DataFrame) -> None:
 def test_leakage_holds_for_a_longer_horizon(sales: pl.DataFrame) -> None:
     c = Contract(**{**RETAIL.__dict__, "horizon": 10})
     before, after = leaked_rows(F.build_features, sales, c, date(2024, 3, 10))
+    assert before == 0 and after > 0
+
+
+@pytest.mark.parametrize("transform", ["none", "seasonal_difference", "level_scale"])
+def test_no_leak_with_target_transforms_and_observed_exogenous(sales: pl.DataFrame, transform: str) -> None:
+    c = Contract(**{**RETAIL.__dict__, "exogenous": ("on_promo",), "observed": ("price",), "horizon": 3})
+    spec = F.default_spec(c, span=timedelta(days=800), transform=transform)  # yearly features too
+    before, after = leaked_rows(F.build_features, sales, c, date(2024, 3, 10), spec)
     assert before == 0 and after > 0
 
 
@@ -277,9 +338,9 @@ def test_training_frames_in_slices_equal_the_whole_build(sales: pl.DataFrame, pa
     feats = F.build_features(sales.lazy(), RETAIL).with_columns(pl.col(cols).cast(pl.Float32))
     expected = [x.collect() for x in F.time_split(feats, RETAIL, max_time, 28, 14)]
     got = F.training_frames(sales.lazy(), RETAIL, max_time, 28, 14, partitions=partitions)
-    # train / valid keep the feature columns and the target; the holdout keeps every column
-    for want, have, keep in zip(expected, got, ([*cols, RETAIL.target], [*cols, RETAIL.target], None)):
+    keep = [*key, RETAIL.target, *cols, F.TARGET, F.BASELINE]
+    for want, have in zip(expected, got):
         assert have.height == want.height > 0
-        want = want if keep is None else want.select(keep)
-        assert_frame_equal(have.sort(have.columns), want.sort(want.columns))
+        want = want.select(keep)
+        assert_frame_equal(have.sort(key), want.sort(key))
     assert got[2].sort(key)["date"].max() == max_time

@@ -34,8 +34,35 @@ DTYPES: dict[str, pl.DataType] = {
     "Boolean": pl.Boolean(),
     "String": pl.String(),
 }
-FREQUENCIES = {"daily": timedelta(days=1), "hourly": timedelta(hours=1)}
+# ``frequency`` is a duration: a whole number and a unit (m minutes, h hours, d days, w weeks).
+FREQUENCY_ALIASES = {"daily": "1d", "hourly": "1h", "weekly": "1w"}
+DURATION = re.compile(r"^([1-9][0-9]*)(m|h|d|w)$")
+_UNITS = {"m": timedelta(minutes=1), "h": timedelta(hours=1), "d": timedelta(days=1), "w": timedelta(weeks=1)}
+FREQUENCIES = {alias: _UNITS[dur[-1]] * int(dur[:-1]) for alias, dur in FREQUENCY_ALIASES.items()}
+OBJECTIVES = ("squared_error", "absolute_error", "poisson", "tweedie")
+TARGET_TRANSFORMS = ("auto", "none", "seasonal_difference", "level_scale")
+BACKTEST_WINDOWS = 4  # default rolling-origin windows of ``horizon`` periods each
 RULE_KEYS = {"non_null", "min", "max", "allowed"}
+
+
+def parse_duration(text: str) -> timedelta:
+    """``"15m"``, ``"1h"``, ``"14d"``, ``"1w"`` (and the aliases ``daily``, ``hourly``, ``weekly``) as a timedelta."""
+    text = FREQUENCY_ALIASES.get(text, text) if isinstance(text, str) else text
+    m = DURATION.fullmatch(text) if isinstance(text, str) else None
+    if m is None:
+        raise ValueError(f"{text!r} is not a duration; write a whole number and a unit: 15m, 1h, 1d, 1w")
+    return _UNITS[m.group(2)] * int(m.group(1))
+
+
+def default_season_length(period: timedelta) -> int:
+    """One day of periods for sub-daily data, a week for daily, a year for weekly, else 1."""
+    if period < timedelta(days=1) and timedelta(days=1) % period == timedelta(0):
+        return timedelta(days=1) // period
+    if period == timedelta(days=1):
+        return 7
+    if period == timedelta(weeks=1):
+        return 52
+    return 1
 
 
 class ContractError(ValueError):
@@ -66,6 +93,13 @@ class Contract:
     horizon: int
     season_length: int
     rules: dict[str, Rule] = field(default_factory=dict)
+    # exogenous columns only measured as they happen (weather observed, footfall): used at lags >= horizon.
+    # ``exogenous`` holds the columns known in advance (price plan, promotion, weather forecast): used at t.
+    observed: tuple[str, ...] = ()
+    objective: str = "squared_error"
+    target_transform: str = "auto"
+    holdout_periods: int | None = None      # backtest span; None: BACKTEST_WINDOWS * horizon
+    validation_periods: int | None = None   # early-stopping span before it; None: see ``default_validation``
     extra_columns: str = "reject"
     staleness_hours: float = 48.0
     description: str = ""
@@ -74,7 +108,22 @@ class Contract:
 
     @property
     def period(self) -> timedelta:
-        return FREQUENCIES[self.frequency]
+        return parse_duration(self.frequency)
+
+    @property
+    def known(self) -> tuple[str, ...]:
+        """Exogenous columns known in advance (the ``known`` list, or ``exogenous`` in older contracts)."""
+        return self.exogenous
+
+    @property
+    def sub_daily(self) -> bool:
+        return self.period < timedelta(days=1)
+
+    def default_holdout(self) -> int:
+        return BACKTEST_WINDOWS * self.horizon
+
+    def default_validation(self) -> int:
+        return max(BACKTEST_WINDOWS * self.horizon, 2 * self.season_length)
 
     @property
     def required_non_null(self) -> tuple[str, ...]:
@@ -131,21 +180,54 @@ def parse_contract(path: Path) -> Contract:
     if columns[time_column] not in (pl.Date(), pl.Datetime("us")):
         raise _fail(path, "time_column", "must be a Date or Datetime column")
     frequency = need("frequency", str)
-    if frequency not in FREQUENCIES:
-        raise _fail(path, "frequency", f"{frequency!r}; use one of {sorted(FREQUENCIES)}")
-    if frequency == "hourly" and columns[time_column] != pl.Datetime("us"):
-        raise _fail(path, "time_column", "hourly data needs a Datetime time column")
+    try:
+        period = parse_duration(frequency)
+    except ValueError as exc:
+        raise _fail(path, "frequency", f"{exc} (or one of {sorted(FREQUENCY_ALIASES)})") from None
+    if columns[time_column] == pl.Date() and period % timedelta(days=1) != timedelta(0):
+        raise _fail(path, "time_column", f"frequency {frequency!r} is shorter than a day: it needs a Datetime time column")
     keys = tuple(column_ref("series_keys", k) for k in need("series_keys", list))
     target = column_ref("target", need("target", str))
     if not columns[target].is_numeric():
         raise _fail(path, "target", f"column {target!r} must be numeric")
-    exogenous = tuple(column_ref("exogenous", c) for c in raw.get("exogenous", []))
+    if "known" in raw and "exogenous" in raw:
+        raise _fail(path, "exogenous", "give either 'known' or its older name 'exogenous', not both")
+    known_key = "known" if "known" in raw else "exogenous"
+    known = tuple(column_ref(known_key, c) for c in raw.get(known_key, []))
+    observed = tuple(column_ref("observed", c) for c in raw.get("observed", []))
+    for col in (*known, *observed):
+        if col in (time_column, target, *keys):
+            raise _fail(path, known_key if col in known else "observed",
+                        f"column {col!r} is the time column, the target or a series key, not an exogenous input")
+    both = set(known) & set(observed)
+    if both:
+        raise _fail(path, "observed", f"column {sorted(both)[0]!r} is also listed as known")
     horizon = need("horizon", int)
     if horizon < 1:
         raise _fail(path, "horizon", "must be at least 1")
-    season = raw.get("season_length", 7 if frequency == "daily" else 24)
-    if not isinstance(season, int) or season < 1:
+    season = raw.get("season_length", default_season_length(period))
+    if not isinstance(season, int) or isinstance(season, bool) or season < 1:
         raise _fail(path, "season_length", "must be a positive integer")
+    objective = raw.get("objective", "squared_error")
+    if objective not in OBJECTIVES:
+        raise _fail(path, "objective", f"{objective!r}; use one of {list(OBJECTIVES)}")
+    transform = raw.get("target_transform", "auto")
+    if transform not in TARGET_TRANSFORMS:
+        raise _fail(path, "target_transform", f"{transform!r}; use one of {list(TARGET_TRANSFORMS)}")
+    spans: dict[str, int | None] = {}
+    for key in ("holdout", "validation"):
+        if key not in raw:
+            spans[key] = None
+            continue
+        try:
+            span = parse_duration(raw[key])
+        except ValueError as exc:
+            raise _fail(path, key, str(exc)) from None
+        if span % period != timedelta(0):
+            raise _fail(path, key, f"{raw[key]!r} is not a whole number of periods of {frequency!r}")
+        spans[key] = span // period
+    if spans["holdout"] is not None and spans["holdout"] < horizon:
+        raise _fail(path, "holdout", f"{raw['holdout']!r} is shorter than the horizon ({horizon} periods)")
     extra = raw.get("extra_columns", "reject")
     if extra not in ("reject", "ignore"):
         raise _fail(path, "extra_columns", f"{extra!r}; use 'reject' or 'ignore'")
@@ -183,10 +265,15 @@ def parse_contract(path: Path) -> Contract:
         frequency=frequency,
         series_keys=keys,
         target=target,
-        exogenous=exogenous,
+        exogenous=known,
         horizon=horizon,
         season_length=season,
         rules=rules,
+        observed=observed,
+        objective=objective,
+        target_transform=transform,
+        holdout_periods=spans["holdout"],
+        validation_periods=spans["validation"],
         extra_columns=extra,
         staleness_hours=float(staleness),
         description=str(raw.get("description", "")),

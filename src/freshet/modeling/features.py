@@ -2,14 +2,21 @@
 
 Every target-derived feature of a row at time ``t`` is computed from target
 values at ``t - horizon`` or earlier, by joining on time (not by shifting rows),
-so missing days never slide a value into the wrong place and no future target
+so missing periods never slide a value into the wrong place and no future target
 value can leak into a row. ``tests/modeling/test_features.py`` proves it.
+
+What a model uses is a :class:`FeatureSpec`: the lags, windows, calendar
+features, exogenous columns (known in advance at ``t``, observed-only at lags of
+at least the horizon), the categories seen in training and the target transform.
+It is stored in meta.json, so prediction rebuilds exactly the training features.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import asdict, dataclass, field
 from datetime import timedelta
+from typing import Any
 
 import polars as pl
 
@@ -17,13 +24,36 @@ from freshet.data.contracts import Contract
 
 # Training features are built this many rows of series at a time (bounds the joins' memory).
 ROWS_PER_FEATURE_SLICE = 5_000_000
+# Yearly-position features (month, week and day of year) only when training spans this long:
+# on less, every holdout row sits at a position the model never saw.
+YEARLY_FEATURES_MIN_SPAN = timedelta(days=730)
+TRANSFORMS = ("none", "seasonal_difference", "level_scale")
+REF = "__ref"          # the transform's reference value (from data at t - horizon or earlier)
+TARGET = "__target"    # the target after the transform: what the booster learns
+
+
+class NonFiniteFeatureError(ValueError):
+    """A feature would hold +-inf (XGBoost cannot train on it); the message names the column."""
+
+
+# --- periods, lags, windows ---------------------------------------------------------------
+
+def week_periods(contract: Contract) -> int | None:
+    """Periods in one week for sub-daily data (e.g. 168 for hourly), else None."""
+    week = timedelta(weeks=1)
+    p = contract.period
+    return week // p if contract.sub_daily and week % p == timedelta(0) else None
 
 
 def lags_for(contract: Contract) -> list[int]:
-    """Target lags, all at or beyond the horizon: h, h+1 and whole seasons after that."""
+    """Target lags, all at or beyond the horizon: h, h+1, whole seasons after that, and a week for sub-daily data."""
     h, s = contract.horizon, contract.season_length
     lags = {h, h + 1}
     lags |= {m * s for m in range(1, 5) if m * s >= h}
+    lags.add(seasonal_lag(contract))
+    w = week_periods(contract)
+    if w is not None and w >= h:
+        lags.add(w)
     return sorted(lags)
 
 
@@ -36,105 +66,297 @@ def rolling_windows(contract: Contract) -> list[int]:
     return [contract.season_length, 4 * contract.season_length]
 
 
-def _period_expr(contract: Contract, k: int) -> pl.Expr:
-    return pl.lit(timedelta(days=k) if contract.frequency == "daily" else timedelta(hours=k))
+def _delta(contract: Contract, k: int) -> timedelta:
+    return contract.period * k
 
+
+def _window(contract: Contract, k: int) -> str:
+    span = _delta(contract, k)
+    if span % timedelta(days=1) == timedelta(0):
+        return f"{span // timedelta(days=1)}d"
+    return f"{int(span.total_seconds())}s"
+
+
+# --- the spec ----------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class FeatureSpec:
+    """Everything that decides a model's input columns; stored in meta.json as ``feature_spec``."""
+
+    lags: tuple[int, ...]
+    windows: tuple[int, ...]
+    calendar: tuple[str, ...]
+    known: tuple[str, ...]
+    observed: tuple[str, ...]
+    observed_lags: tuple[int, ...]
+    categories: dict[str, list[str]] = field(default_factory=dict)  # category columns -> training categories
+    transform: str = "none"
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, raw: dict[str, Any]) -> FeatureSpec:
+        return cls(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in raw.items()})
+
+    def with_transform(self, transform: str) -> FeatureSpec:
+        return FeatureSpec(**{**self.__dict__, "transform": transform})
+
+
+def calendar_for(contract: Contract, span: timedelta | None) -> tuple[str, ...]:
+    """Calendar features that fit the frequency and the history: yearly positions only on two years or more."""
+    cal: list[str] = []
+    if contract.sub_daily:
+        cal += ["cal_tod"]
+        if week_periods(contract) is not None:
+            cal += ["cal_how"]
+    if contract.period < timedelta(weeks=1):
+        cal += ["cal_dow"]
+    if contract.period <= timedelta(days=1):
+        cal += ["cal_dom"]
+    if span is not None and span >= YEARLY_FEATURES_MIN_SPAN:
+        cal += ["cal_month", "cal_week", "cal_doy"]
+    return tuple(cal)
+
+
+def category_columns(contract: Contract) -> list[str]:
+    """Columns fed to XGBoost as native categories: String exogenous columns and String series keys."""
+    cols = [*contract.series_keys, *contract.exogenous, *contract.observed]
+    return [c for c in cols if contract.columns[c] == pl.String()]
+
+
+def default_spec(contract: Contract, span: timedelta | None = None, categories: dict[str, list[str]] | None = None,
+                 transform: str = "none") -> FeatureSpec:
+    """The spec a contract gets for a history covering ``span`` (None: unknown, no yearly features)."""
+    h, k = contract.horizon, seasonal_lag(contract)
+    return FeatureSpec(
+        lags=tuple(lags_for(contract)),
+        windows=tuple(rolling_windows(contract)),
+        calendar=calendar_for(contract, span),
+        known=tuple(contract.exogenous),
+        observed=tuple(contract.observed),
+        observed_lags=tuple(sorted({h, k})),
+        categories=dict(categories if categories is not None else {c: [] for c in category_columns(contract)}),
+        transform=transform,
+    )
+
+
+def fit_categories(lf: pl.LazyFrame, contract: Contract) -> dict[str, list[str]]:
+    """The categories of every category column in ``lf`` (sorted; nulls are not a category)."""
+    cols = category_columns(contract)
+    if not cols:
+        return {}
+    got = lf.select(pl.col(c).drop_nulls().unique().sort().implode() for c in cols).collect()
+    return {c: [str(v) for v in got[c][0]] for c in cols}
+
+
+def feature_types(spec: FeatureSpec, contract: Contract) -> list[str]:
+    """XGBoost feature types of ``feature_columns``: ``c`` for categories, ``q`` for numbers."""
+    return ["c" if c.removeprefix(KEY) in spec.categories and (c.startswith(KEY) or c not in contract.series_keys)
+            else "q" for c in feature_columns(contract, spec)]
+
+
+KEY = "key_"  # series keys as features: integer keys as numbers, String keys as categories
+
+
+def key_features(contract: Contract, spec: FeatureSpec) -> list[str]:
+    return [c for c in contract.series_keys if contract.columns[c].is_integer() or c in spec.categories]
+
+
+def feature_columns(contract: Contract, spec: FeatureSpec | None = None) -> list[str]:
+    """The model's inputs, in a fixed order."""
+    spec = spec or default_spec(contract)
+    cols = [f"lag_{lag}" for lag in spec.lags]
+    for w in spec.windows:
+        cols += [f"roll_mean_{w}", f"roll_std_{w}", f"roll_max_{w}"]
+    if spec.transform != "none":
+        cols.append(REF)
+    for c in spec.known:
+        cols.append(c)
+    for c in spec.observed:
+        cols += [f"{c}_lag_{k}" for k in spec.observed_lags]
+    cols += [f"{KEY}{c}" for c in key_features(contract, spec)]
+    cols += list(spec.calendar)
+    return cols
+
+
+# --- building blocks ---------------------------------------------------------------------
 
 def _from_past(lf: pl.LazyFrame, contract: Contract, values: dict[str, pl.Expr], k: int) -> pl.LazyFrame:
     """Values computed at time ``t`` re-keyed to time ``t + k`` periods, ready to join."""
     keys = list(contract.series_keys)
     t = contract.time_column
-    return lf.select(*keys, (pl.col(t) + _period_expr(contract, k)).alias(t), **values)
+    return lf.select(*keys, (pl.col(t) + pl.lit(_delta(contract, k))).alias(t), **values)
 
 
-def add_lag_features(lf: pl.LazyFrame, contract: Contract) -> pl.LazyFrame:
-    """``lag_k`` = target at ``t - k`` for each lag in ``lags_for`` (null when that day is missing)."""
+def add_lag_features(lf: pl.LazyFrame, contract: Contract, spec: FeatureSpec | None = None) -> pl.LazyFrame:
+    """``lag_k`` = target at ``t - k`` for each lag of the spec (null when that period is missing)."""
+    spec = spec or default_spec(contract)
     on = [*contract.series_keys, contract.time_column]
     out = lf
-    for k in lags_for(contract):
+    for k in spec.lags:
         # join from the input, not from ``out``: a lazy self-join of a growing plan
         # re-evaluates it, and the cost doubles with every lag
-        out = out.join(_from_past(lf, contract, {f"lag_{k}": pl.col(contract.target)}, k), on=on, how="left")
+        out = out.join(_from_past(lf, contract, {f"lag_{k}": pl.col(contract.target).cast(pl.Float64)}, k),
+                       on=on, how="left")
     return out
 
 
-def add_rolling_features(lf: pl.LazyFrame, contract: Contract, source: pl.LazyFrame | None = None) -> pl.LazyFrame:
+def add_rolling_features(lf: pl.LazyFrame, contract: Contract, source: pl.LazyFrame | None = None,
+                         spec: FeatureSpec | None = None) -> pl.LazyFrame:
     """Rolling mean/std/max of the target over windows ending at ``t - horizon`` (computed on ``source``, default ``lf``)."""
+    spec = spec or default_spec(contract)
     keys = list(contract.series_keys)
     t, y, h = contract.time_column, contract.target, contract.horizon
-    unit = "d" if contract.frequency == "daily" else "h"
-    ordered = (lf if source is None else source).select(*keys, t, y).sort([*keys, t])
+    ordered = (lf if source is None else source).select(*keys, t, pl.col(y).cast(pl.Float64)).sort([*keys, t])
     stats: dict[str, pl.Expr] = {}
-    for w in rolling_windows(contract):
-        window = f"{w}{unit}"
+    for w in spec.windows:
+        window = _window(contract, w)
         stats[f"roll_mean_{w}"] = pl.col(y).rolling_mean_by(t, window_size=window).over(keys)
         stats[f"roll_std_{w}"] = pl.col(y).rolling_std_by(t, window_size=window).over(keys)
         stats[f"roll_max_{w}"] = pl.col(y).rolling_max_by(t, window_size=window).over(keys)
+    if not stats:
+        return lf
     return lf.join(_from_past(ordered, contract, stats, h), on=[*keys, t], how="left")
 
 
-def add_exogenous_features(lf: pl.LazyFrame, contract: Contract, source: pl.LazyFrame | None = None) -> pl.LazyFrame:
-    """Exogenous values now (known at forecast time) and at the seasonal lag, plus their ratio."""
-    k = seasonal_lag(contract)
-    past = {f"{c}_lag_{k}": pl.col(c).cast(pl.Float64) for c in contract.exogenous}
-    lf = lf.join(_from_past(lf if source is None else source, contract, past, k),
-                 on=[*contract.series_keys, contract.time_column], how="left")
-    return lf.with_columns(
-        (pl.col(c).cast(pl.Float64) / pl.col(f"{c}_lag_{k}")).alias(f"{c}_ratio_{k}")
-        for c in contract.exogenous
-        if contract.columns[c].is_numeric()
-    )
+def _encode(col: str, contract: Contract, spec: FeatureSpec) -> pl.Expr:
+    """A column as model input: numbers and Booleans as Float64, categories as training codes (unseen: null)."""
+    if col in spec.categories:
+        cats = spec.categories[col]
+        return pl.col(col).cast(pl.String).replace_strict(cats, list(range(len(cats))), default=None,
+                                                          return_dtype=pl.Float64)
+    return pl.col(col).cast(pl.Float64)
 
 
-def add_calendar_features(lf: pl.LazyFrame, contract: Contract) -> pl.LazyFrame:
-    """Day of week, day of month, month, week and day of year (and hour for hourly data)."""
+def add_exogenous_features(lf: pl.LazyFrame, contract: Contract, source: pl.LazyFrame | None = None,
+                           spec: FeatureSpec | None = None) -> pl.LazyFrame:
+    """Known columns at ``t`` (encoded in place); observed-only columns at lags of at least the horizon."""
+    spec = spec or default_spec(contract)
+    src = lf if source is None else source
+    on = [*contract.series_keys, contract.time_column]
+    for k in spec.observed_lags:
+        past = {f"{c}_lag_{k}": _encode(c, contract, spec) for c in spec.observed}
+        if past:
+            lf = lf.join(_from_past(src, contract, past, k), on=on, how="left")
+    return lf.with_columns(_encode(c, contract, spec).alias(c) for c in spec.known)
+
+
+def add_calendar_features(lf: pl.LazyFrame, contract: Contract, spec: FeatureSpec | None = None) -> pl.LazyFrame:
+    """The spec's calendar features: period of day and of week (sub-daily), weekday, day of month, yearly positions."""
+    spec = spec or default_spec(contract)
     t = pl.col(contract.time_column)
-    exprs = [
-        t.dt.weekday().alias("cal_dow"),
-        t.dt.day().alias("cal_dom"),
-        t.dt.month().alias("cal_month"),
-        t.dt.week().alias("cal_week"),
-        t.dt.ordinal_day().alias("cal_doy"),
-    ]
-    if contract.frequency == "hourly":
-        exprs.append(t.dt.hour().alias("cal_hour"))
-    return lf.with_columns(exprs)
+    p = contract.period
+    minutes = (t.dt.hour().cast(pl.Int64) * 60 + t.dt.minute().cast(pl.Int64))
+    per_period = max(1, int(p.total_seconds() // 60))
+    exprs = {
+        "cal_tod": minutes // per_period,
+        "cal_how": (t.dt.weekday().cast(pl.Int64) - 1) * (timedelta(days=1) // p if contract.sub_daily else 1)
+        + minutes // per_period,
+        "cal_dow": t.dt.weekday(),
+        "cal_dom": t.dt.day(),
+        "cal_month": t.dt.month(),
+        "cal_week": t.dt.week(),
+        "cal_doy": t.dt.ordinal_day(),
+    }
+    return lf.with_columns(exprs[c].cast(pl.Float64).alias(c) for c in spec.calendar)
 
 
-def feature_columns(contract: Contract) -> list[str]:
-    """The model's inputs, in a fixed order."""
+def add_transform(lf: pl.LazyFrame, contract: Contract, spec: FeatureSpec) -> pl.LazyFrame:
+    """The target transform: ``REF`` (from data at ``t - horizon`` or earlier), ``TARGET``, and target features made relative.
+
+    - ``none``: the booster learns the target.
+    - ``seasonal_difference``: it learns ``y - y[t - seasonal lag]``; lags and rolling means/maxima are
+      differences from that reference too.
+    - ``level_scale``: it learns ``y / level``, the level being the mean of the newest season ending at
+      ``t - horizon`` (1 where that mean is not positive, so no division by zero); target features are scaled alike.
+    """
+    y = pl.col(contract.target).cast(pl.Float64)
+    if spec.transform == "none":
+        return lf.with_columns(y.alias(TARGET))
+    target_cols = [f"lag_{k}" for k in spec.lags]
+    target_cols += [f"roll_{s}_{w}" for w in spec.windows for s in ("mean", "max")]
+    stds = [f"roll_std_{w}" for w in spec.windows]
+    if spec.transform == "seasonal_difference":
+        ref = pl.col(f"lag_{_seasonal_from_spec(contract, spec)}")
+        lf = lf.with_columns(ref.alias(REF))
+        return lf.with_columns((y - pl.col(REF)).alias(TARGET), *((pl.col(c) - pl.col(REF)).alias(c) for c in target_cols))
+    if spec.transform == "level_scale":
+        level = pl.col(f"roll_mean_{spec.windows[0]}")
+        lf = lf.with_columns(pl.when(level > 0).then(level).when(level.is_not_null()).then(1.0).alias(REF))
+        return lf.with_columns((y / pl.col(REF)).alias(TARGET),
+                               *((pl.col(c) / pl.col(REF)).alias(c) for c in target_cols + stds))
+    raise ValueError(f"unknown target transform {spec.transform!r}; use one of {list(TRANSFORMS)}")
+
+
+def _seasonal_from_spec(contract: Contract, spec: FeatureSpec) -> int:
     k = seasonal_lag(contract)
-    cols = [f"lag_{lag}" for lag in lags_for(contract)]
-    for w in rolling_windows(contract):
-        cols += [f"roll_mean_{w}", f"roll_std_{w}", f"roll_max_{w}"]
-    for c in contract.exogenous:
-        cols += [c, f"{c}_lag_{k}"]
-        if contract.columns[c].is_numeric():
-            cols.append(f"{c}_ratio_{k}")
-    cols += [c for c in contract.series_keys if contract.columns[c].is_integer()]
-    cols += ["cal_dow", "cal_dom", "cal_month", "cal_week", "cal_doy"]
-    if contract.frequency == "hourly":
-        cols.append("cal_hour")
-    return cols
+    if k not in spec.lags:
+        raise ValueError(f"the seasonal lag {k} is not among the spec's lags {spec.lags}")
+    return k
 
 
-def build_features(lf: pl.LazyFrame, contract: Contract) -> pl.LazyFrame:
-    """All features; one row per input row, sorted by series keys and time."""
+def invert_transform(pred: pl.Expr, transform: str) -> pl.Expr:
+    """The booster's output back in target units, given the ``REF`` column."""
+    if transform == "none":
+        return pred
+    if transform == "seasonal_difference":
+        return pred + pl.col(REF)
+    if transform == "level_scale":
+        return pred * pl.col(REF)
+    raise ValueError(f"unknown target transform {transform!r}")
+
+
+def build_features(lf: pl.LazyFrame, contract: Contract, spec: FeatureSpec | None = None) -> pl.LazyFrame:
+    """All features (plus ``REF``/``TARGET`` and the seasonal-naive value); one row per input row, sorted by series and time."""
+    spec = spec or default_spec(contract)
+    k = seasonal_lag(contract)
+    lag_spec = spec if k in spec.lags else FeatureSpec(**{**spec.__dict__, "lags": tuple(sorted({*spec.lags, k}))})
     # every block reads the input frame, never the previous block's output (see add_lag_features)
-    out = add_lag_features(lf, contract)
-    out = add_rolling_features(out, contract, source=lf)
-    out = add_exogenous_features(out, contract, source=lf)
-    out = add_calendar_features(out, contract)
+    out = add_lag_features(lf, contract, lag_spec)
+    out = add_rolling_features(out, contract, source=lf, spec=spec)
+    out = add_exogenous_features(out, contract, source=lf, spec=spec)
+    out = add_calendar_features(out, contract, spec)
+    out = out.with_columns(pl.col(f"lag_{k}").alias(BASELINE),
+                           *(_encode(c, contract, spec).alias(f"{KEY}{c}") for c in key_features(contract, spec)))
+    out = add_transform(out, contract, lag_spec)
     return out.sort([*contract.series_keys, contract.time_column])
 
 
-def seasonal_naive_forecast(features: pl.LazyFrame, contract: Contract) -> pl.Expr:
+BASELINE = "__seasonal_naive"
+
+
+def seasonal_naive_forecast(features: pl.LazyFrame | None, contract: Contract) -> pl.Expr:
     """The baseline: the target one whole season (or more) back, at or beyond the horizon."""
     return pl.col(f"lag_{seasonal_lag(contract)}")
 
 
-def time_split(lf: pl.LazyFrame, contract: Contract, max_time, holdout: int, validation: int) -> tuple[pl.LazyFrame, pl.LazyFrame, pl.LazyFrame]:
-    """Time-ordered train / validation / holdout by the newest ``max_time``."""
+def check_finite(frame: pl.DataFrame, columns: list[str]) -> None:
+    """Raise :class:`NonFiniteFeatureError` naming the first column holding +-inf (NaN/null are missing values)."""
+    floats = [c for c in columns if frame.schema[c].is_float()]
+    if not floats or frame.height == 0:
+        return
+    bad = frame.select(pl.col(floats).is_infinite().any())
+    for c in floats:
+        if bad[c][0]:
+            raise NonFiniteFeatureError(f"feature {c!r} holds an infinite value; check the input column it comes from "
+                                        "(a value too large for float32 or an inf in the data)")
+
+
+# --- splits ------------------------------------------------------------------------------
+
+def evaluation_periods(contract: Contract, settings: Any | None = None) -> tuple[int, int]:
+    """(holdout, validation) periods: the environment overrides, else the contract, else per-frequency defaults."""
+    hold = getattr(settings, "holdout_periods", None) or contract.holdout_periods or contract.default_holdout()
+    valid = getattr(settings, "validation_periods", None) or contract.validation_periods or contract.default_validation()
+    return hold, valid
+
+
+def time_split(lf: pl.LazyFrame, contract: Contract, max_time, holdout: int | None = None,
+               validation: int | None = None) -> tuple[pl.LazyFrame, pl.LazyFrame, pl.LazyFrame]:
+    """Time-ordered train / validation / holdout by the newest ``max_time`` (None: the contract's sizes)."""
+    dh, dv = evaluation_periods(contract)
+    holdout, validation = holdout or dh, validation or dv
     t = pl.col(contract.time_column)
     holdout_start = max_time - _delta(contract, holdout - 1)
     valid_start = holdout_start - _delta(contract, validation)
@@ -145,24 +367,27 @@ def time_split(lf: pl.LazyFrame, contract: Contract, max_time, holdout: int, val
     )
 
 
-def _delta(contract: Contract, k: int) -> timedelta:
-    return timedelta(days=k) if contract.frequency == "daily" else timedelta(hours=k)
-
-
-def training_frames(lf: pl.LazyFrame, contract: Contract, max_time, holdout: int, validation: int,
-                    partitions: int = 1) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:
-    """Train / validation (feature columns and target) and holdout frames, feature columns as float32.
+def training_frames(lf: pl.LazyFrame, contract: Contract, max_time, holdout: int | None = None,
+                    validation: int | None = None, partitions: int = 1,
+                    spec: FeatureSpec | None = None) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:
+    """Train / validation / holdout frames of features (float32 numbers), ``REF``, ``TARGET`` and the baseline.
 
     Features only look within a series, so the series are hashed into ``partitions``
     slices built one at a time: peak memory is one slice's joins plus the float32 output.
+    Raises :class:`NonFiniteFeatureError` if a feature would hold +-inf.
     """
-    cols = feature_columns(contract)
-    keep = [*cols, contract.target]
+    spec = spec or default_spec(contract)
+    cols = feature_columns(contract, spec)
+    extra = [TARGET, BASELINE]
+    keep = list(dict.fromkeys([*contract.series_keys, contract.time_column, contract.target, *cols, *extra]))
     parts = []
     for i in range(partitions):
         part = lf if partitions == 1 else lf.filter(pl.struct(contract.series_keys).hash(seed=0) % partitions == i)
-        feats = build_features(part, contract).with_columns(pl.col(cols).cast(pl.Float32))
+        feats = build_features(part, contract, spec).select(keep).with_columns(pl.col(cols).cast(pl.Float32))
         train, valid, hold = time_split(feats, contract, max_time, holdout, validation)
-        parts.append(pl.collect_all([train.select(keep), valid.select(keep), hold]))
+        got = pl.collect_all([train, valid, hold])
+        for frame in got:
+            check_finite(frame, cols)
+        parts.append(got)
     train, valid, hold = (pl.concat([p[j] for p in parts], rechunk=False) for j in range(3))
     return train, valid, hold

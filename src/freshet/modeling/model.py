@@ -22,10 +22,18 @@ class FitResult:
     history: dict[str, list[float]] = field(default_factory=dict)
 
 
-def xgb_params(settings: Any) -> dict[str, Any]:
-    """Training parameters from settings: ``hist`` trees, squared error, fixed seed."""
+XGB_OBJECTIVES = {
+    "squared_error": {"objective": "reg:squarederror"},
+    "absolute_error": {"objective": "reg:absoluteerror"},
+    "poisson": {"objective": "count:poisson", "max_delta_step": 0.7},
+    "tweedie": {"objective": "reg:tweedie", "tweedie_variance_power": 1.5},
+}
+
+
+def xgb_params(settings: Any, objective: str = "squared_error") -> dict[str, Any]:
+    """Training parameters from settings: ``hist`` trees, the contract's objective, fixed seed."""
     params = {
-        "objective": "reg:squarederror",
+        **XGB_OBJECTIVES[objective],
         "tree_method": "hist",
         "eta": settings.xgb_learning_rate,
         "max_depth": settings.xgb_max_depth,
@@ -48,15 +56,18 @@ def to_matrix(frame: pl.DataFrame, features: list[str]) -> np.ndarray:
 class _RowChunks(xgb.DataIter):
     """A polars frame as float32 row blocks for ``QuantileDMatrix`` (bounded extra memory)."""
 
-    def __init__(self, frame: pl.DataFrame, features: list[str], target: str, rows: int = 1_000_000) -> None:
+    def __init__(self, frame: pl.DataFrame, features: list[str], target: str, rows: int = 1_000_000,
+                 feature_types: list[str] | None = None) -> None:
         self.frame, self.features, self.target, self.rows, self.i = frame, features, target, rows, 0
+        self.feature_types = feature_types
         super().__init__()
 
     def next(self, input_data) -> bool:
         if self.i * self.rows >= self.frame.height:
             return False
         part = self.frame.slice(self.i * self.rows, self.rows)
-        input_data(data=to_matrix(part, self.features), label=part[self.target].to_numpy(), feature_names=self.features)
+        input_data(data=to_matrix(part, self.features), label=part[self.target].to_numpy(), feature_names=self.features,
+                   feature_types=self.feature_types)
         self.i += 1
         return True
 
@@ -64,27 +75,36 @@ class _RowChunks(xgb.DataIter):
         self.i = 0
 
 
-def fit(train: pl.DataFrame, valid: pl.DataFrame, features: list[str], target: str, params: dict[str, Any],
-        max_rounds: int, early_stopping_rounds: int) -> FitResult:
-    """Fit with early stopping on the validation frame."""
+def fit(train: pl.DataFrame, valid: pl.DataFrame | None, features: list[str], target: str, params: dict[str, Any],
+        max_rounds: int, early_stopping_rounds: int | None, feature_types: list[str] | None = None) -> FitResult:
+    """Fit with early stopping on the validation frame; ``valid=None`` fits exactly ``max_rounds`` (a refit).
+
+    ``feature_types`` marks category columns ``c`` (XGBoost's native categorical splits).
+    """
     start = time.perf_counter()
+    cat = bool(feature_types and "c" in feature_types)
     # Streamed in row chunks: QuantileDMatrix keeps only its quantised copy, never a full float matrix.
-    dtrain = xgb.QuantileDMatrix(_RowChunks(train, features, target))
-    dvalid = xgb.DMatrix(to_matrix(valid, features), label=valid[target].to_numpy(), feature_names=features)
+    dtrain = xgb.QuantileDMatrix(_RowChunks(train, features, target, feature_types=feature_types),
+                                 enable_categorical=cat)
+    evals = []
+    if valid is not None:
+        dvalid = xgb.DMatrix(to_matrix(valid, features), label=valid[target].to_numpy(), feature_names=features,
+                             feature_types=feature_types, enable_categorical=cat)
+        evals = [(dvalid, "valid")]
     history: dict[str, dict[str, list[float]]] = {}
     booster = xgb.train(
         params,
         dtrain,
         num_boost_round=max_rounds,
-        evals=[(dvalid, "valid")],
-        early_stopping_rounds=early_stopping_rounds,
+        evals=evals,
+        early_stopping_rounds=early_stopping_rounds if valid is not None else None,
         evals_result=history,
         verbose_eval=False,
     )
     return FitResult(
         booster=booster,
         params=params,
-        best_iteration=int(booster.best_iteration),
+        best_iteration=int(booster.best_iteration) if valid is not None else int(booster.num_boosted_rounds()) - 1,
         rounds=int(booster.num_boosted_rounds()),
         seconds=time.perf_counter() - start,
         rows=train.height,
@@ -92,12 +112,16 @@ def fit(train: pl.DataFrame, valid: pl.DataFrame, features: list[str], target: s
     )
 
 
-def predict(booster: xgb.Booster, frame: pl.DataFrame, features: list[str]) -> np.ndarray:
-    """Predictions of the best iteration, clipped at zero (demand is not negative)."""
-    dm = xgb.DMatrix(to_matrix(frame, features), feature_names=features)
+def predict(booster: xgb.Booster, frame: pl.DataFrame, features: list[str], clip: bool = True,
+            feature_types: list[str] | None = None) -> np.ndarray:
+    """Predictions of the best iteration, clipped at zero unless ``clip=False`` (raw booster output)."""
+    cat = bool(feature_types and "c" in feature_types)
+    dm = xgb.DMatrix(to_matrix(frame, features), feature_names=features, feature_types=feature_types,
+                     enable_categorical=cat)
     best = getattr(booster, "best_iteration", None)
     rng = (0, best + 1) if best is not None else (0, 0)
-    return np.clip(booster.predict(dm, iteration_range=rng), 0, None)
+    out = booster.predict(dm, iteration_range=rng)
+    return np.clip(out, 0, None) if clip else out
 
 
 def metrics(actual: np.ndarray, forecast: np.ndarray) -> dict[str, float]:

@@ -1,0 +1,354 @@
+"""The training decision, Prefect-free: features, candidate fits, rolling-origin backtest, refit, promotion.
+
+``train_model`` is what the ``train`` flow runs (its steps wrapped in tasks) and what
+the policy lab replays as "the shipped decision rule". Steps, in order:
+
+1. ``prepare``: the feature spec fitted to the history (yearly-position features only
+   on two years or more, categories seen in the data), and train / validation /
+   backtest frames. The backtest is the newest ``holdout`` periods, cut into windows
+   of ``horizon`` periods (4 by default); validation is the span just before it.
+2. ``fit_candidates``: one XGBoost fit per target transform candidate (``none``,
+   ``seasonal_difference``, ``level_scale``, or the one the contract pins), early
+   stopping on validation; the transform with the lowest validation WAPE wins. The
+   backtest windows play no part in this choice, so their score is not selected on.
+3. ``backtest``: the chosen model, the champion and seasonal naive scored on every
+   window (rolling forecast origins, one fit: every feature of a row reads only data
+   at least ``horizon`` periods older, so each window is forecast from the data before it).
+4. ``refit``: the serving model is refit on every row up to the newest, with the
+   evaluation's best rounds scaled by the extra rows.
+5. ``decide``: promote if the pooled backtest WAPE beats seasonal naive, and the
+   champion by ``min_improvement`` (see ``model.decide``).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+import numpy as np
+import polars as pl
+import xgboost as xgb
+
+from freshet.data.contracts import Contract
+from freshet.modeling import features as F
+from freshet.modeling import model as M
+from freshet.modeling.forecast import lookback_periods, model_frame, predict_target, spec_of
+
+CANDIDATE_TRANSFORMS = ("none", "seasonal_difference", "level_scale")
+
+
+class NotEnoughHistoryError(ValueError):
+    """Too few periods to hold out a backtest and a validation span and still train."""
+
+
+@dataclass
+class Prepared:
+    """The history cut for training: spec, frames and sizes (``train``/``valid``/``backtest`` untransformed)."""
+
+    contract: Contract
+    spec: F.FeatureSpec
+    train: pl.DataFrame
+    valid: pl.DataFrame
+    backtest: pl.DataFrame
+    stats: dict[str, Any]
+    holdout_periods: int
+    validation_periods: int
+    clip_at_zero: bool
+    history: pl.LazyFrame
+
+
+@dataclass
+class Candidate:
+    transform: str
+    objective: str
+    fit: M.FitResult
+    spec: F.FeatureSpec
+    validation: dict[str, float]
+
+
+@dataclass
+class TrainingResult:
+    """What ``train_model`` returns: the serving model, its meta.json fields, the backtest and the decision."""
+
+    booster: xgb.Booster              # the refit model, for serving
+    meta: dict[str, Any]              # model fields of meta.json (the flow adds lineage and run ids)
+    scores: dict[str, Any]            # pooled backtest metrics: {"model", "champion" (or None), "baseline"}
+    windows: list[dict[str, Any]]     # per window: start, end, and the three metrics
+    promote: bool
+    reason: str
+    eval_booster: xgb.Booster | None = None  # the model the backtest scored (trained without the backtest rows)
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+def _frame_stats(lf: pl.LazyFrame, contract: Contract) -> dict[str, Any]:
+    t, y = pl.col(contract.time_column), pl.col(contract.target)
+    got = lf.select(pl.len().alias("rows"), t.min().alias("min"), t.max().alias("max"),
+                    y.min().alias("target_min")).collect()
+    return got.row(0, named=True)
+
+
+def prepare(history: pl.LazyFrame | pl.DataFrame, contract: Contract, settings: Any,
+            stats: dict[str, Any] | None = None) -> Prepared:
+    """Spec and train / validation / backtest frames; raises ``NotEnoughHistoryError`` with advice."""
+    lf = history.lazy()
+    stats = {**_frame_stats(lf, contract), **(stats or {})}
+    if "target_min" not in stats:
+        stats["target_min"] = _frame_stats(lf, contract)["target_min"]
+    hold, valid = F.evaluation_periods(contract, settings)
+    if stats["rows"] == 0:
+        raise NotEnoughHistoryError(f"{contract.name}: no rows to train on")
+    period = contract.period
+    train_end = stats["max"] - period * (hold + valid)
+    span = train_end - stats["min"] if train_end > stats["min"] else timedelta(0)
+    categories = F.fit_categories(lf, contract)
+    spec = F.default_spec(contract, span=span, categories=categories)
+    partitions = max(1, -(-stats["rows"] // F.ROWS_PER_FEATURE_SLICE))
+    train, valid_f, back = F.training_frames(lf, contract, stats["max"], hold, valid, partitions=partitions, spec=spec)
+    if min(train.height, valid_f.height, back.height) == 0:
+        raise NotEnoughHistoryError(
+            f"{contract.name}: not enough history to train: {stats['rows']} rows from {stats['min']} to "
+            f"{stats['max']}; need more than {hold + valid} periods of {contract.frequency} (the backtest "
+            f"{hold} + validation {valid}: the contract's 'holdout' and 'validation', or FRESHET_HOLDOUT_PERIODS "
+            "and FRESHET_VALIDATION_PERIODS)"
+        )
+    target_min = stats.get("target_min")
+    return Prepared(contract, spec, train, valid_f, back, stats, hold, valid,
+                    clip_at_zero=target_min is None or target_min >= 0, history=lf)
+
+
+def _transformed(frame: pl.DataFrame, contract: Contract, spec: F.FeatureSpec) -> pl.DataFrame:
+    """An untransformed feature frame under ``spec.transform`` (REF as float32, like features)."""
+    if spec.transform == "none":
+        return frame
+    out = F.add_transform(frame.lazy(), contract, spec).with_columns(pl.col(F.REF).cast(pl.Float32)).collect()
+    F.check_finite(out, [F.REF, F.TARGET])
+    return out
+
+
+def candidate_transforms(contract: Contract) -> tuple[str, ...]:
+    return CANDIDATE_TRANSFORMS if contract.target_transform == "auto" else (contract.target_transform,)
+
+
+def _objective_for(contract: Contract, transform: str, target_min: float | None) -> str:
+    """The contract's objective where it is defined; squared error where labels can be negative."""
+    if contract.objective in ("poisson", "tweedie") and (
+            transform == "seasonal_difference" or (target_min is not None and target_min < 0)):
+        return "squared_error"
+    return contract.objective
+
+
+def fit_candidates(prep: Prepared, settings: Any) -> tuple[Candidate, list[Candidate]]:
+    """One early-stopped fit per transform candidate; the lowest validation WAPE (target units) wins."""
+    c = prep.contract
+    done: list[Candidate] = []
+    for transform in candidate_transforms(c):
+        spec = prep.spec.with_transform(transform)
+        cols, types = F.feature_columns(c, spec), F.feature_types(spec, c)
+        train = _transformed(prep.train, c, spec).filter(pl.col(F.TARGET).is_not_null() & pl.col(F.TARGET).is_not_nan())
+        valid = _transformed(prep.valid, c, spec).filter(pl.col(F.TARGET).is_not_null() & pl.col(F.TARGET).is_not_nan())
+        if train.height == 0 or valid.height == 0:
+            continue
+        objective = _objective_for(c, transform, prep.stats.get("target_min"))
+        fitted = M.fit(train, valid, cols, F.TARGET, M.xgb_params(settings, objective), settings.xgb_max_rounds,
+                       settings.xgb_early_stopping_rounds, feature_types=types)
+        pred = predict_target(fitted.booster, valid, c, spec, clip=prep.clip_at_zero)
+        ok = ~np.isnan(pred)
+        score = M.metrics(valid[c.target].to_numpy()[ok], pred[ok])
+        done.append(Candidate(transform, objective, fitted, spec, score))
+    if not done:
+        raise NotEnoughHistoryError(f"{c.name}: no transform candidate had rows to train and validate on")
+    best = min(done, key=lambda x: (math.inf if math.isnan(x.validation["wape"]) else x.validation["wape"]))
+    return best, done
+
+
+def _window_index(contract: Contract, max_time) -> pl.Expr:
+    """0 for the newest ``horizon`` periods, 1 for the ones before, ..."""
+    span_us = (contract.period * contract.horizon) // timedelta(microseconds=1)
+    age = (pl.lit(max_time) - pl.col(contract.time_column)).dt.total_microseconds()
+    return (age // span_us).cast(pl.Int64)
+
+
+def champion_predictions(prep: Prepared, champion: tuple[xgb.Booster, dict[str, Any]] | None,
+                         rows: pl.DataFrame) -> tuple[np.ndarray | None, str | None]:
+    """The champion's forecasts of ``rows`` (keys and times), from features of its own spec; None with a reason if impossible."""
+    if champion is None:
+        return None, None
+    booster, meta = champion
+    c = prep.contract
+    if not meta.get("feature_spec"):
+        return None, f"champion {meta.get('version')} predates feature specs; comparing with the baseline only"
+    spec = spec_of(meta, c)
+    t = c.time_column
+    first = rows[t].min()
+    start = first - c.period * lookback_periods(c, spec)
+    try:
+        frame = model_frame(prep.history.filter(pl.col(t) >= start), c, spec).collect()
+    except (pl.exceptions.PolarsError, ValueError, KeyError) as exc:
+        return None, f"champion {meta.get('version')} cannot be scored on this data ({exc}); baseline only"
+    keys = [*c.series_keys, t]
+    frame = rows.select(keys).join(frame, on=keys, how="left", maintain_order="left")
+    return predict_target(booster, frame, c, spec, clip=bool(meta.get("clip_at_zero", True))), None
+
+
+def backtest(prep: Prepared, chosen: Candidate, champion: tuple[xgb.Booster, dict[str, Any]] | None) -> tuple[dict, list, str | None]:
+    """Pooled and per-window metrics of the model, the champion and seasonal naive on the same rows.
+
+    Rows are scored where the seasonal-naive value exists (the first season of a series has none).
+    """
+    c = prep.contract
+    rows = _transformed(prep.backtest, c, chosen.spec)
+    rows = rows.filter(pl.col(F.BASELINE).is_not_null() & pl.col(F.BASELINE).is_not_nan())
+    model = predict_target(chosen.fit.booster, rows, c, chosen.spec, clip=prep.clip_at_zero)
+    champ, note = champion_predictions(prep, champion, rows)
+    unseen = pl.lit(True)
+    if champ is not None:
+        # the champion was refit on rows up to its watermark: it is scored only on rows it never saw
+        mark = _watermark(champion[1], c)
+        if mark is not None:
+            unseen = pl.col(c.time_column) > pl.lit(mark, dtype=c.columns[c.time_column])
+    scored = rows.select(c.time_column, c.target, F.BASELINE).with_columns(
+        pl.Series("model", model, dtype=pl.Float64),
+        pl.Series("champion", champ if champ is not None else np.full(rows.height, np.nan), dtype=pl.Float64),
+        _window_index(c, prep.stats["max"]).alias("window"),
+        unseen.alias("unseen"),
+    )
+    # a row without a model forecast (its transform reference is missing) is scored for nobody
+    scored = scored.filter(pl.col("model").is_not_nan())
+    if champ is not None and scored.filter("unseen")["champion"].is_nan().any():
+        note = "the champion could not forecast every backtest row; comparing with the baseline only"
+        champ = None
+    if champ is not None and not scored["unseen"].any():
+        note = "the champion was trained on every backtest row; comparing with the baseline only"
+        champ = None
+
+    def three(part: pl.DataFrame) -> dict[str, Any]:
+        actual = part[c.target].to_numpy()
+        fresh = part.filter("unseen")
+        out = {
+            "model": M.metrics(actual, part["model"].to_numpy()),
+            "champion": None,
+            "baseline": M.metrics(actual, part[F.BASELINE].cast(pl.Float64).to_numpy()),
+        }
+        if champ is not None and fresh.height:
+            out["champion"] = M.metrics(fresh[c.target].to_numpy(), fresh["champion"].to_numpy())
+            # the new model on exactly the champion's rows, for a like-for-like comparison
+            out["model_on_champion_rows"] = M.metrics(fresh[c.target].to_numpy(), fresh["model"].to_numpy())
+        return out
+
+    windows = []
+    for (w,), part in sorted(scored.group_by("window"), key=lambda kv: -kv[0][0]):
+        windows.append({"window": int(w), "start": str(part[c.time_column].min()), "end": str(part[c.time_column].max()),
+                        **three(part)})
+    return three(scored), windows, note
+
+
+def _watermark(meta: dict[str, Any], contract: Contract):
+    raw = meta.get("data_watermark") or (meta.get("data_range") or {}).get("end")
+    if not raw:
+        return None
+    from datetime import date, datetime
+
+    return date.fromisoformat(raw[:10]) if contract.columns[contract.time_column] == pl.Date() else datetime.fromisoformat(raw)
+
+
+def decide(scores: dict[str, Any], min_improvement: float) -> tuple[bool, str]:
+    """Promote if the pooled backtest WAPE beats seasonal naive and, on the rows the champion never saw, the champion."""
+    ok, reason = M.decide(scores["model"], None, scores["baseline"], min_improvement)
+    if not ok or scores.get("champion") is None:
+        return ok, reason
+    ok, vs = M.decide(scores["model_on_champion_rows"], scores["champion"], {"wape": math.inf}, min_improvement)
+    rows = scores["champion"]["rows"]
+    return ok, f"{vs} on the {rows} backtest rows newer than the champion's data; {reason.split('; ', 1)[-1]}"
+
+
+def refit(prep: Prepared, chosen: Candidate, settings: Any) -> M.FitResult:
+    """The serving model: every row up to the newest, the chosen rounds scaled by rows (no early stopping)."""
+    c, spec = prep.contract, chosen.spec
+    parts = [_transformed(f, c, spec) for f in (prep.train, prep.valid, prep.backtest)]
+    everything = pl.concat(parts, how="vertical_relaxed").filter(
+        pl.col(F.TARGET).is_not_null() & pl.col(F.TARGET).is_not_nan())
+    rounds = refit_rounds(chosen.fit.best_iteration + 1, chosen.fit.rows, everything.height, settings.xgb_max_rounds)
+    return M.fit(everything, None, F.feature_columns(c, spec), F.TARGET, chosen.fit.params, rounds, None,
+                 feature_types=F.feature_types(spec, c))
+
+
+def refit_rounds(best_rounds: int, train_rows: int, all_rows: int, max_rounds: int) -> int:
+    """The evaluation's best rounds scaled by the extra rows (at most 1.5 times, at most ``max_rounds``)."""
+    scale = min(1.5, all_rows / train_rows) if train_rows else 1.0
+    return max(1, min(max_rounds, round(best_rounds * scale)))
+
+
+def train_model(history: pl.LazyFrame | pl.DataFrame, contract: Contract,
+                champion: tuple[xgb.Booster, dict[str, Any]] | None, settings: Any,
+                stats: dict[str, Any] | None = None) -> TrainingResult:
+    """Train, backtest, refit and decide on one history (Prefect-free; the ``train`` flow and the policy lab call it).
+
+    Args:
+        history: the curated rows of the dataset (contract columns), lazy or eager.
+        contract: its contract (features, horizon, objective, transform, evaluation spans).
+        champion: ``(booster, meta)`` of the current champion, or None for a first model.
+        settings: a ``freshet.settings.Settings`` (XGBoost knobs, ``min_improvement``, span overrides).
+        stats: optional precomputed ``rows``/``min``/``max`` of ``history`` (saves a scan).
+
+    Returns:
+        A :class:`TrainingResult`: the refit serving booster, meta fields (``feature_spec``, ``features``,
+        ``feature_types``, ``transform``, ``objective``, ``clip_at_zero``, ``params``, ``rounds``, ``best_iteration``,
+        ``candidates``, ``backtest`` windows, ``metrics``, ``decision``, ``timings``), the pooled backtest metrics,
+        the windows, and the decision (promote or not, and why).
+
+    Raises:
+        NotEnoughHistoryError: too little history for the backtest and validation spans.
+        features.NonFiniteFeatureError: a feature would hold +-inf (names the column).
+    """
+    timings: dict[str, float] = {}
+
+    def timed(name: str, fn, *args):
+        start = time.perf_counter()
+        out = fn(*args)
+        timings[name] = round(time.perf_counter() - start, 3)
+        return out
+
+    prep = timed("features", prepare, history, contract, settings, stats)
+    chosen, candidates = timed("fit", fit_candidates, prep, settings)
+    scores, windows, note = timed("evaluate", backtest, prep, chosen, champion)
+    served = timed("refit", refit, prep, chosen, settings)
+    return finish(prep, chosen, candidates, scores, windows, note, served, settings, timings)
+
+
+def finish(prep: Prepared, chosen: Candidate, candidates: list[Candidate], scores: dict, windows: list,
+           note: str | None, served: M.FitResult, settings: Any, timings: dict[str, float]) -> TrainingResult:
+    """The decision and the meta fields, from the steps' outputs."""
+    c = prep.contract
+    promote, reason = decide(scores, settings.min_improvement)
+    if note:
+        reason = f"{reason} ({note})"
+    timings = {**timings, "fit_eval_seconds": round(sum(x.fit.seconds for x in candidates), 3),
+               "fit_chosen_seconds": round(chosen.fit.seconds, 3), "refit_seconds": round(served.seconds, 3)}
+    meta = {
+        "data_range": {"start": str(prep.stats["min"]), "end": str(prep.stats["max"])},
+        "data_watermark": str(prep.stats["max"]),
+        "feature_spec": chosen.spec.to_json(),
+        "features": F.feature_columns(c, chosen.spec),
+        "feature_types": F.feature_types(chosen.spec, c),
+        "transform": chosen.transform,
+        "objective": chosen.objective,
+        "clip_at_zero": prep.clip_at_zero,
+        "params": chosen.fit.params,
+        "best_iteration": served.best_iteration,
+        "rounds": served.rounds,
+        "evaluation": {"best_iteration": chosen.fit.best_iteration, "rounds": chosen.fit.rounds,
+                       "train_rows": chosen.fit.rows, "refit_rows": served.rows,
+                       "holdout_periods": prep.holdout_periods, "validation_periods": prep.validation_periods},
+        "candidates": [{"transform": x.transform, "objective": x.objective, "validation": x.validation,
+                        "best_iteration": x.fit.best_iteration, "seconds": round(x.fit.seconds, 3)} for x in candidates],
+        "metrics": scores,
+        "backtest": {"windows": windows, "horizon": c.horizon, "frequency": c.frequency},
+        "decision": {"promote": promote, "reason": reason},
+        "rows": {"total": prep.stats["rows"], "train": prep.train.height, "valid": prep.valid.height,
+                 "holdout": prep.backtest.height, "refit": served.rows},
+        "timings": timings,
+    }
+    return TrainingResult(served.booster, meta, scores, windows, promote, reason, chosen.fit.booster, timings)
