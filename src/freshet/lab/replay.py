@@ -12,10 +12,12 @@ a forecast started at moment ``t`` reads only the batches landed at or before
 that had not landed yet); a forecast is also handed the known-in-advance
 exogenous values of the periods it covers, never their target.
 
-The engine is reached through two adapters, ``lab_train`` (train's features, time
-split, XGBoost fit and holdout scoring) and ``lab_forecast`` (the forecast of the
-next ``horizon`` periods), and promotion is ``model.decide`` on the new model,
-the champion and the seasonal-naive baseline scored on the same holdout rows.
+The engine is reached through two adapters that call what the product ships:
+``lab_train`` runs ``modeling.training.train_model`` (the ``train`` flow's rule:
+transform candidates, rolling-origin backtest of the new model, the champion and
+seasonal naive, refit on every row, promotion decision) and ``lab_forecast`` runs
+``modeling.forecast.forecast_frame`` (the next ``horizon`` periods after the
+watermark, by the champion or, with none, seasonal naive).
 
 Execution follows ``train``: a dataset trains one run at a time (a run requested
 while another is in progress starts when it ends), a run that finds no data
@@ -48,7 +50,9 @@ import polars as pl
 import xgboost as xgb
 
 from freshet.modeling import features as F
+from freshet.modeling import forecast as FC
 from freshet.modeling import model as M
+from freshet.modeling import training as TR
 from freshet.data.contracts import Contract, list_datasets, load_contract, parse_contract
 from freshet.data.generate import generate_retail_sales
 from freshet.data.ingestion import load_curated, read_manifest
@@ -361,101 +365,50 @@ def build_trace(from_lake: bool, datasets: int, days: int, seed: int,
 
 # ------------------------------------------------------------------ the engine, behind two adapters
 # The replay reaches freshet's training and forecasting only through ``lab_train`` and
-# ``lab_forecast``: what they call is what the product ships.
-@dataclass
-class Trained:
-    """What a training produced: the model, its holdout scores and the seasonal-naive baseline's."""
-
-    booster: xgb.Booster | None = None
-    features: list[str] = field(default_factory=list)
-    holdout: pl.DataFrame | None = None  # the scored holdout rows, to score the champion on
-    model: dict[str, float] | None = None
-    baseline: dict[str, float] | None = None
-    error: str | None = None
-
-
-def lab_train(data: pl.DataFrame, contract: Contract, settings: Settings) -> Trained:
-    """Train on ``data`` as ``train`` does: features, time split, XGBoost with early stopping, and the new
-    model and the seasonal-naive baseline scored on the holdout rows where the baseline exists."""
-    c, s = contract, settings
-    if not data.height:
-        return Trained(error="no data")
-    watermark = data[c.time_column].max()
-    feats = F.build_features(data.lazy(), c).collect().lazy()
-    train, valid, holdout = (part.collect() for part in F.time_split(
-        feats, c, watermark, s.holdout_periods, s.validation_periods))
-    if min(train.height, valid.height, holdout.height) == 0:
-        return Trained(error=f"not enough history: {data.height} rows up to {watermark}; need more than "
-                             f"{s.holdout_periods + s.validation_periods} periods")
-    features = F.feature_columns(c)
-    fitted = M.fit(train, valid, features, c.target, M.xgb_params(s), s.xgb_max_rounds, s.xgb_early_stopping_rounds)
-    scored = _scorable(holdout, c)
-    actual = scored[c.target].to_numpy()
-    return Trained(fitted.booster, features, scored, M.metrics(actual, M.predict(fitted.booster, scored, features)),
-                   M.metrics(actual, _baseline(scored, c)))
+# ``lab_forecast``, which call what the product ships: ``training.train_model`` (the
+# ``train`` flow's rule: transform candidates, rolling-origin backtest against the
+# champion and seasonal naive, refit on every row, decision) and
+# ``forecast.forecast_frame`` (the ``forecast`` flow's next ``horizon`` periods).
+def lab_train(data: pl.DataFrame, contract: Contract, settings: Settings,
+              champion: tuple[xgb.Booster, dict[str, Any]] | None) -> TR.TrainingResult:
+    """``train_model`` on ``data`` against ``champion`` (``(booster, meta)`` or None): the shipped decision rule.
+    Raises ``NotEnoughHistoryError`` when the history is too short."""
+    return TR.train_model(data, contract, champion, settings)
 
 
 def known_in_advance(contract: Contract) -> tuple[str, ...]:
-    """Exogenous columns whose future values a forecast may be given (the contract's known-at-forecast-time ones)."""
-    return tuple(getattr(contract, "known_exogenous", contract.exogenous))
+    """Exogenous columns whose future values a forecast may be given (the contract's ``known`` columns)."""
+    return tuple(getattr(contract, "known", contract.exogenous))
 
 
-def lab_forecast(history: pl.DataFrame, contract: Contract, model: Trained | None,
+def lab_forecast(history: pl.DataFrame, contract: Contract, model: Fit | None,
                  future: pl.DataFrame | None) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """The next ``horizon`` periods after each series' newest row of ``history``: ``(forecast, missing)``.
-
-    ``forecast`` has the series keys, the time, ``forecast`` and ``method`` (``model`` or, with no model,
-    ``seasonal naive``); ``missing`` names the series left out because ``future`` (known-in-advance
-    columns only, no target) lacks their values. Target features come from ``history`` alone.
-    """
-    c, keys, t = contract, list(contract.series_keys), contract.time_column
-    known = list(known_in_advance(c))
-    empty = pl.DataFrame(schema={**{k: c.columns[k] for k in keys}, t: c.columns[t], "forecast": pl.Float64,
-                                 "method": pl.String})
-    if not history.height:
-        return empty, history.select(keys).head(0)
-    lookback = max(F.lags_for(c)) + F.seasonal_lag(c) + c.horizon + max(F.rolling_windows(c))
-    newest = history.group_by(keys).agg(pl.col(t).max().alias("__w"))
-    recent = history.join(newest, on=keys).filter(pl.col(t) > pl.col("__w") - pl.lit(c.period * lookback)).drop("__w")
-    steps = pl.DataFrame({"__k": list(range(1, c.horizon + 1))})
-    skeleton = newest.join(steps, how="cross").select(*keys, (pl.col("__w") + pl.col("__k") * pl.lit(c.period))
-                                                      .cast(c.columns[t]).alias(t))
-    missing = skeleton.select(keys).head(0)
-    if known:
-        if future is None:
-            future = pl.DataFrame(schema={**{k: c.columns[k] for k in [*keys, t]}, **{k: c.columns[k] for k in known}})
-        if c.target in future.columns:
-            raise ValueError(f"the future frame carries the target {c.target!r}: a forecast may not see it")
-        skeleton = skeleton.join(future.select(*keys, t, *known), on=[*keys, t], how="left")
-        missing = skeleton.filter(pl.any_horizontal(pl.col(known).is_null())).select(keys).unique().sort(keys)
-        skeleton = skeleton.join(missing, on=keys, how="anti")
-    rows = skeleton.with_columns(pl.lit(None, dtype=c.columns[col]).alias(col)
-                                 for col in c.columns if col not in skeleton.columns).select(list(c.columns))
-    frame = pl.concat([recent.select(list(c.columns)), rows])
-    feats = F.build_features(frame.lazy(), c).join(rows.lazy().select(*keys, t), on=[*keys, t], how="semi").collect()
-    if model is not None and model.booster is not None:
-        values, method = M.predict(model.booster, feats, model.features), "model"
-    else:
-        values, method = _baseline(feats, c), "seasonal naive"
-    out = feats.select(*keys, t).with_columns(pl.Series("forecast", values, dtype=pl.Float64), pl.lit(method).alias("method"))
-    return out.filter(pl.col("forecast").is_not_null() & pl.col("forecast").is_not_nan()), missing
+    """``forecast_frame``: the next ``horizon`` periods after the watermark of ``history``, by ``model`` (None:
+    seasonal naive), with ``future`` holding the known-in-advance columns of those periods (never the target).
+    Returns ``(forecast, skipped series)``."""
+    if future is not None and contract.target in future.columns:
+        raise ValueError(f"the future frame carries the target {contract.target!r}: a forecast may not see it")
+    if model is None or model.booster is None:
+        return FC.forecast_frame(history, contract, None, None, future)
+    return FC.forecast_frame(history, contract, model.booster, model.meta, future)
 
 
 # ------------------------------------------------------------------ replay
 @dataclass
 class Fit:
-    """One training on one data state, with its holdout scores (shared by every policy that runs it)."""
+    """One training on one data state against one champion (shared by every policy that runs it)."""
 
     dataset: str
     batches: frozenset[str]
     rows: int
     watermark: Any
     cpu_seconds: float
-    booster: xgb.Booster | None = None
-    features: list[str] = field(default_factory=list)
-    holdout: pl.DataFrame | None = None
-    model: dict[str, float] | None = None
-    baseline: dict[str, float] | None = None
+    champion: frozenset[str] | None = None  # the champion's data state it was judged against
+    booster: xgb.Booster | None = None  # the serving (refit) model
+    meta: dict[str, Any] = field(default_factory=dict)
+    scores: dict[str, Any] | None = None  # pooled backtest metrics: model, champion, baseline
+    promote: bool = False
+    reason: str = ""
     error: str | None = None
 
 
@@ -530,19 +483,17 @@ class Replay:
                  config: LabConfig = LabConfig(), progress: Callable[[str], None] = lambda _: None) -> None:
         self.trace, self.source, self.contracts = trace, source, contracts
         self.settings, self.config, self.progress = settings, config, progress
-        self.fits: dict[tuple[str, frozenset[str]], Fit] = {}
+        self.fits: dict[tuple[str, frozenset[str], frozenset[str] | None], Fit] = {}
         self.forecasts: dict[tuple[str, frozenset[str], frozenset[str] | None], Forecast] = {}
-        self._champion_scores: dict[tuple[str, frozenset[str], frozenset[str]], dict[str, float]] = {}
         self._actuals: dict[str, pl.DataFrame] = {}
         self.fit_cpu_seconds = 0.0
         self.forecast_cpu_seconds = 0.0
-        self.bootstrap = {d: self.fit(d, trace.start) for d in trace.datasets}
+        self.bootstrap = {d: self.fit(d, trace.start, None) for d in trace.datasets}
         for d, f in self.bootstrap.items():
             if f.error:
                 raise LabError(f"{d}: cannot train the first model on the history landed by {trace.start}: {f.error}")
-        # the first model serves only if it beats seasonal naive, as train decides for a first model
-        self.first_champion = {d: f if M.decide(f.model, None, f.baseline, settings.min_improvement)[0] else None
-                               for d, f in self.bootstrap.items()}
+        # the first model serves only if train would promote it (it beats seasonal naive)
+        self.first_champion = {d: f if f.promote else None for d, f in self.bootstrap.items()}
 
     # -- data access: the only way the replay reads rows
     def read(self, dataset: str, moment: datetime) -> tuple[frozenset[str], pl.DataFrame]:
@@ -572,34 +523,26 @@ class Replay:
             _, self._actuals[dataset] = self.read(dataset, self.trace.end)
         return self._actuals[dataset]
 
-    # -- training: the engine's code path, once per data state
-    def fit(self, dataset: str, moment: datetime) -> Fit:
-        """Train on what had landed by ``moment`` (memoised by the set of batches)."""
-        key = (dataset, self.state(dataset, moment))
+    # -- training: the shipped rule, once per (data state, champion)
+    def fit(self, dataset: str, moment: datetime, champion: Fit | None) -> Fit:
+        """Train on what had landed by ``moment`` and decide against ``champion`` (memoised)."""
+        key = (dataset, self.state(dataset, moment), champion.batches if champion else None)
         if key in self.fits:
             return self.fits[key]
         c = self.contracts[dataset]
         cpu = time.process_time()
         batches, data = self.read(dataset, moment)
-        out = lab_train(data, c, self.settings)
-        fit = Fit(dataset, batches, data.height, data[c.time_column].max() if data.height else None, 0.0,
-                  out.booster, out.features, out.holdout, out.model, out.baseline, out.error)
+        fit = Fit(dataset, batches, data.height, data[c.time_column].max() if data.height else None, 0.0, key[2])
+        try:
+            out = lab_train(data, c, self.settings, (champion.booster, champion.meta) if champion else None)
+            fit.booster, fit.meta, fit.scores, fit.promote, fit.reason = (out.booster, out.meta, out.scores,
+                                                                         out.promote, out.reason)
+        except TR.NotEnoughHistoryError as exc:
+            fit.error = str(exc)
         fit.cpu_seconds = time.process_time() - cpu
         self.fit_cpu_seconds += fit.cpu_seconds
         self.fits[key] = fit
         return fit
-
-    def _metrics(self, rows: pl.DataFrame, c: Contract, model: Fit) -> dict[str, float]:
-        return M.metrics(rows[c.target].to_numpy(), M.predict(model.booster, rows, model.features))
-
-    def champion_scores(self, new: Fit, champion: Fit | None) -> dict[str, float] | None:
-        """The champion scored on the new model's holdout rows, as ``train`` does before deciding."""
-        if champion is None:
-            return None
-        key = (new.dataset, new.batches, champion.batches)
-        if key not in self._champion_scores:
-            self._champion_scores[key] = self._metrics(new.holdout, self.contracts[new.dataset], champion)
-        return self._champion_scores[key]
 
     # -- forecasting: the engine's forecast path, once per (data state, model)
     def forecast(self, dataset: str, moment: datetime, model: Fit | None) -> Forecast:
@@ -647,16 +590,15 @@ class Replay:
                 if self.state(d, start) == last_trained:
                     runs.append(Run(policy.name, d, req.at, start, "nothing-new"))
                     continue
-                known = (d, self.state(d, start)) in self.fits
-                new = self.fit(d, start)
+                known = (d, self.state(d, start), champion.batches if champion else None) in self.fits
+                new = self.fit(d, start, champion)
                 run = Run(policy.name, d, req.at, start, "trained", len(new.batches), new.cpu_seconds, known)
                 busy_until, last_trained = start + latency, new.batches
                 if new.error:
                     run.outcome, run.reason = "failed", new.error
                 else:
-                    run.promoted, run.reason = M.decide(new.model, self.champion_scores(new, champion), new.baseline,
-                                                        self.settings.min_improvement)
-                    run.wape = new.model["wape"]
+                    run.promoted, run.reason = new.promote, new.reason
+                    run.wape = new.scores["model"]["wape"]
                     if run.promoted:
                         champion = new
                         promotions[d].append(Promotion(start, start + latency, new))
@@ -698,21 +640,13 @@ class Replay:
 
 
 def _horizon_rows(history: pl.DataFrame, c: Contract) -> pl.DataFrame:
-    """The (series, time) pairs of the next ``horizon`` periods after each series' newest row."""
+    """Every series crossed with the next ``horizon`` periods after the watermark (the periods a forecast covers)."""
     keys, t = list(c.series_keys), c.time_column
-    newest = history.group_by(keys).agg(pl.col(t).max().alias("__w"))
-    steps = pl.DataFrame({"__k": list(range(1, c.horizon + 1))})
-    return newest.join(steps, how="cross").select(*keys, (pl.col("__w") + pl.col("__k") * pl.lit(c.period))
-                                                  .cast(c.columns[t]).alias(t))
-
-
-def _scorable(frame: pl.DataFrame, c: Contract) -> pl.DataFrame:
-    """The rows ``train`` scores on: those where the seasonal-naive forecast exists, so all models compare on them."""
-    return frame.filter(F.seasonal_naive_forecast(frame.lazy(), c).is_not_null())
-
-
-def _baseline(frame: pl.DataFrame, c: Contract) -> np.ndarray:
-    return frame.select(F.seasonal_naive_forecast(frame.lazy(), c)).to_series().to_numpy()
+    if not history.height:
+        return history.select(*keys, t)
+    watermark = history[t].max()
+    times = pl.DataFrame({t: [watermark + c.period * k for k in range(1, c.horizon + 1)]}, schema={t: c.columns[t]})
+    return history.select(keys).unique().join(times, how="cross")
 
 
 # ------------------------------------------------------------------ measures (pure)
@@ -837,11 +771,11 @@ def summarize(engine: Replay, results: list[PolicyRun], *, source: str, runtime_
         "config": {"train_latency_minutes": _hours(cfg.train_latency) * 60,
                    "forecast_latency_minutes": _hours(cfg.forecast_latency) * 60,
                    "threshold_hours": _hours(cfg.threshold),
-                   "lab_xgboost": LAB_XGB, "holdout_periods": engine.settings.holdout_periods,
-                   "validation_periods": engine.settings.validation_periods,
+                   "lab_xgboost": LAB_XGB,
+                   "evaluation_periods": {d: F.evaluation_periods(c, engine.settings) for d, c in engine.contracts.items()},
                    "min_improvement": engine.settings.min_improvement,
-                   "engine": {"train": f"{lab_train.__module__}.{lab_train.__name__}",
-                              "forecast": f"{lab_forecast.__module__}.{lab_forecast.__name__}"}},
+                   "engine": {"train": f"{TR.train_model.__module__}.{TR.train_model.__name__}",
+                              "forecast": f"{FC.forecast_frame.__module__}.{FC.forecast_frame.__name__}"}},
         "trace": {"start": trace.start.isoformat(), "end": trace.end.isoformat(), "datasets": {
             d: {"history_rows": sum(a.rows for a in trace.history(d)), "arrivals": len(trace.new_arrivals(d)),
                 "new_rows": sum(a.rows for a in trace.new_arrivals(d)),
