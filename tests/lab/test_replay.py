@@ -90,9 +90,9 @@ def lab() -> Lab:
     calls: list = []
     train, forecast = replay.lab_train, replay.lab_forecast
 
-    def recorded_train(data, contract, s):
+    def recorded_train(data, contract, s, champion):
         calls.append(("train", recording.reads[-1], data, None))
-        return train(data, contract, s)
+        return train(data, contract, s, champion)
 
     def recorded_forecast(history, contract, model, future):
         calls.append(("forecast", recording.reads[-1], history, future))
@@ -146,9 +146,8 @@ def test_models_and_forecasts_never_see_a_row_that_had_not_landed(lab: Lab) -> N
         if kind == "forecast":
             assert future is not None and "units_sold" not in future.columns
             assert set(future.columns) == {"store_id", "item_id", "date", "price", "on_promo"}
-            newest = frame.group_by("store_id", "item_id").agg(pl.col("date").max().alias("w"))
-            ahead = future.join(newest, on=["store_id", "item_id"]).with_columns(k=(pl.col("date") - pl.col("w")).dt.total_days())
-            assert ahead.height and ahead["k"].min() >= 1 and ahead["k"].max() <= RETAIL.horizon
+            ahead = future.select(k=(pl.col("date") - frame["date"].max()).dt.total_days())["k"]
+            assert ahead.len() and ahead.min() >= 1 and ahead.max() <= RETAIL.horizon  # only the periods to forecast
     assert all(newest_seen)  # each read reached the newest data landed by then: the check is not vacuous
 
 
@@ -165,7 +164,7 @@ def test_every_published_forecast_uses_data_and_a_model_from_before_it_was_publi
                         promo = next(x for x in res.promotions[d] if x.fit and x.fit.batches == p.forecast.model)
                         assert promo.available_at <= p.started_at
                     rows = p.forecast.frame
-                    assert rows.height and (rows["date"] > p.forecast.watermark - timedelta(days=14)).all()
+                    assert rows.height and (rows["date"] > p.forecast.watermark).all()
 
 
 def test_a_forecast_that_reads_ahead_is_caught(lab: Lab, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -186,26 +185,26 @@ def test_a_replay_that_reads_ahead_is_caught(lab: Lab, monkeypatch: pytest.Monke
     monkeypatch.setattr(Trace, "landed_by", lambda self, dataset, moment: self.of(dataset))  # a bug: ignores time
     engine.fits.clear()
     with pytest.raises(FutureDataError):
-        engine.fit("shop_a", lab.trace.start + timedelta(hours=1))
+        engine.fit("shop_a", lab.trace.start + timedelta(hours=1), None)
 
 
 # ----------------------------------------------------------------- train's code path
-def test_holdout_scores_match_an_independent_rescoring(lab: Lab) -> None:
-    """Model, baseline and champion scores are what train's evaluation computes on the same data."""
-    run = next(r for r in lab.results[3].runs if r.outcome == "trained")  # event-driven
-    contract = lab.engine.contracts[run.dataset]
-    new = lab.engine.fits[(run.dataset, lab.engine.state(run.dataset, run.started_at))]
-    champion = lab.engine.bootstrap[run.dataset]
+def test_the_decision_is_the_shipped_train_models_on_the_same_data_and_champion(lab: Lab) -> None:
+    """A replayed run's model, scores and decision are what ``training.train_model`` gives on the rows landed by
+    its start, judged against the champion it replaced."""
+    from freshet.modeling import training
+
+    res = lab.results[3]  # event-driven
+    run = next(r for r in res.runs if r.outcome == "trained")
+    champion = lab.engine.first_champion[run.dataset]
+    fit = lab.engine.fits[(run.dataset, lab.engine.state(run.dataset, run.started_at), champion.batches if champion else None)]
     data = lab.source.inner.load(run.dataset, [a.batch for a in lab.trace.landed_by(run.dataset, run.started_at)],
                                  run.started_at)
-    feats = F.build_features(data.lazy(), contract).collect()
-    _, _, holdout = F.time_split(feats.lazy(), contract, data["date"].max(), 28, 28)
-    holdout = holdout.collect().filter(pl.col(f"lag_{F.seasonal_lag(contract)}").is_not_null())
-    actual = holdout[contract.target].to_numpy()
-    assert new.model == M.metrics(actual, M.predict(new.booster, holdout, F.feature_columns(contract)))
-    assert new.baseline == M.metrics(actual, holdout[f"lag_{F.seasonal_lag(contract)}"].to_numpy())
-    assert lab.engine.champion_scores(new, champion) == M.metrics(actual, M.predict(champion.booster, holdout, champion.features))
-    assert run.promoted == M.decide(new.model, lab.engine.champion_scores(new, champion), new.baseline, 0.0)[0]
+    shipped = training.train_model(data, lab.engine.contracts[run.dataset],
+                                   (champion.booster, champion.meta) if champion else None, settings())
+    assert (run.promoted, run.reason) == (shipped.promote, shipped.reason)
+    assert fit.scores == shipped.scores and fit.meta["transform"] == shipped.meta["transform"]
+    assert run.wape == shipped.scores["model"]["wape"]
 
 
 def test_runs_follow_train_one_at_a_time_and_nothing_new_costs_nothing(lab: Lab) -> None:
@@ -229,8 +228,10 @@ def test_trainings_are_memoised_across_policies_but_charged_to_each(lab: Lab) ->
     charged = 0.0
     for res in lab.results:
         trained = [r for r in res.runs if r.outcome == "trained"]
-        cost = sum(fits[(r.dataset, lab.engine.state(r.dataset, r.started_at))].cpu_seconds for r in trained)
-        assert sum(r.cpu_seconds for r in trained) == pytest.approx(cost)
+        cost = sum(r.cpu_seconds for r in trained)
+        for r in trained:  # each run is charged the CPU of a memoised training on its data state
+            state = lab.engine.state(r.dataset, r.started_at)
+            assert r.cpu_seconds in [f.cpu_seconds for k, f in fits.items() if k[:2] == (r.dataset, state)]
         for mode in (ON_LANDING, AFTER_TRAINING):
             total = by_name(lab.report)[(res.policy.name, mode)]["total"]
             published = sum(p.forecast.cpu_seconds for pubs in res.forecasts[mode].values() for p in pubs)
@@ -241,7 +242,7 @@ def test_trainings_are_memoised_across_policies_but_charged_to_each(lab: Lab) ->
     assert lab.engine.fit_cpu_seconds < charged  # CPU was spent once per data state
     distinct = {(r.dataset, lab.engine.state(r.dataset, r.started_at)) for res in lab.results for r in res.runs
                 if r.outcome == "trained"} | {(d, f.batches) for d, f in lab.engine.bootstrap.items()}
-    assert set(fits) == distinct
+    assert {k[:2] for k in fits} == distinct
     assert any(r.reused for r in lab.results[3].runs)
 
 
@@ -297,37 +298,24 @@ def test_in_hand_takes_the_latest_forecast_issued_before_each_period() -> None:
     assert in_hand([later], actuals, c, date(2025, 1, 9))[2:] == (3, 4)
 
 
-def test_lab_forecast_is_the_models_prediction_on_features_of_the_history_only() -> None:
-    frame = generate_retail_sales(seed=3, stores=2, items=2, days=130)
-    history = frame.filter(pl.col("date") < date(2024, 4, 25))
-    newest = history.group_by("store_id", "item_id").agg(pl.col("date").max().alias("w"))
-    plan = (pl.DataFrame({"store_id": [1, 1, 2, 2], "item_id": [1, 2, 1, 2]}, schema={"store_id": pl.Int32, "item_id": pl.Int32})
-            .join(pl.DataFrame({"date": pl.date_range(date(2024, 4, 1), date(2024, 5, 20), eager=True)}), how="cross")
-            .with_columns(price=pl.lit(2.5), on_promo=pl.col("date").dt.day() % 3 == 0))
-    trained = replay.lab_train(history, RETAIL, settings())
-    assert trained.error is None
-    out, missing = lab_forecast(history, RETAIL, trained, plan)
-    assert missing.height == 0 and out.height == 4 * RETAIL.horizon and set(out["method"]) == {"model"}
-    steps = out.join(newest, on=["store_id", "item_id"]).select((pl.col("date") - pl.col("w")).dt.total_days())
-    assert sorted(steps.to_series().to_list()) == sorted(list(range(1, 8)) * 4)  # the next 7 days of each series
-    # the same as predicting on features built from the history plus the planned rows, their targets unknown
-    rows = plan.join(out.select("store_id", "item_id", "date"), on=["store_id", "item_id", "date"], how="semi").with_columns(
-        units_sold=pl.lit(None, pl.Float64)).select(history.columns)
-    feats = (F.build_features(pl.concat([history, rows]).lazy(), RETAIL)
-             .join(rows.lazy(), on=["store_id", "item_id", "date"], how="semi").collect().sort("store_id", "item_id", "date"))
-    assert out.sort("store_id", "item_id", "date")["forecast"].to_list() == pytest.approx(
-        M.predict(trained.booster, feats, trained.features).tolist())
-    # the future frame may not carry the target; a series without a plan is named, not filled in
-    with pytest.raises(ValueError, match="carries the target"):
-        lab_forecast(history, RETAIL, trained, frame)
-    partial, missing = lab_forecast(history, RETAIL, trained, plan.filter(pl.col("store_id") != 1))
-    assert missing["store_id"].to_list() == [1, 1] and set(partial["store_id"]) == {2}
+def test_lab_forecast_is_the_shipped_forecast_frame_and_refuses_a_future_with_the_target(lab: Lab) -> None:
+    from freshet.modeling import forecast
+
+    d = "shop_a"
+    moment = lab.trace.new_arrivals(d)[3].landed_at
+    _, history = lab.engine.read(d, moment)
+    model = lab.engine.first_champion[d] or lab.engine.bootstrap[d]
+    plan = lab.engine.plan(d, replay._horizon_rows(history, RETAIL))
+    out, skipped = lab_forecast(history, RETAIL, model, plan)
+    want, want_skipped = forecast.forecast_frame(history, RETAIL, model.booster, model.meta, plan)
+    assert out.equals(want) and skipped.equals(want_skipped)
+    series = history.select("store_id", "item_id").unique().height
+    assert out.height == (series - skipped.height) * RETAIL.horizon and out.height >= RETAIL.horizon
+    assert (out["date"] > history["date"].max()).all() and set(out["method"]) == {"model"}
     naive, _ = lab_forecast(history, RETAIL, None, plan)
-    expected = (naive.select("store_id", "item_id", "date", back=pl.col("date") - timedelta(days=7))
-                .join(history, left_on=["store_id", "item_id", "back"], right_on=["store_id", "item_id", "date"]))
-    assert naive.height == expected.height > 0 and set(naive["method"]) == {"seasonal naive"}
-    assert naive.sort("store_id", "item_id", "date")["forecast"].to_list() == (
-        expected.sort("store_id", "item_id", "date")["units_sold"].to_list())
+    assert set(naive["method"]) == {"seasonal_naive"}
+    with pytest.raises(ValueError, match="carries the target"):
+        lab_forecast(history, RETAIL, model, lab.engine.actuals(d))
 
 
 def test_seed_spread_reports_median_range_and_rankings() -> None:
@@ -367,7 +355,7 @@ def test_a_burst_under_event_driven_queues_and_collapses_like_train(burst) -> No
         ("nothing-new", 20 * MINUTE, 0),  # the third finds its data already trained on
     ]
     (debounced,) = engine.run_policy(Debounced(quiet=30 * MINUTE, max_wait=timedelta(hours=2))).runs
-    assert (debounced.started_at, debounced.batches, debounced.reused) == (t0 + 32 * MINUTE, 4, True)
+    assert (debounced.started_at, debounced.batches) == (t0 + 32 * MINUTE, 4)
 
 
 def test_too_little_history_is_a_lab_error(burst) -> None:
@@ -493,3 +481,57 @@ def test_the_policies_deployment_points_at_the_flow_with_described_parameters() 
     for name, schema in props.items():
         assert schema.get("description"), f"parameter {name} has no description"
         assert schema["default"] == dep["parameters"][name]
+
+
+# ----------------------------------------------------------------- a folder of files
+def write_daily_files(folder: Path, days: int = 130, last: int = 6) -> pl.DataFrame:
+    """A history file, then one CSV per day for the last ``last`` days (2 stores x 2 items)."""
+    frame = generate_retail_sales(seed=4, stores=2, items=2, days=days)
+    folder.mkdir()
+    cut = frame["date"].max() - timedelta(days=last - 1)
+    frame.filter(pl.col("date") < cut).write_csv(folder / "history.csv")
+    for day in frame.filter(pl.col("date") >= cut)["date"].unique().sort():
+        frame.filter(pl.col("date") == day).write_csv(folder / f"{day}.csv")
+    return frame
+
+
+def test_dir_trace_lands_each_file_when_its_data_is_complete_plus_a_delay(tmp_path: Path) -> None:
+    frame = write_daily_files(tmp_path / "files")
+    contract = REPO / "src/freshet/data/bundled_contracts/retail_sales.toml"
+    trace, source, contracts = dir_trace(tmp_path / "files", contract, days=4, delay=timedelta(hours=2))
+    newest = frame["date"].max()
+    day = lambda d: datetime(d.year, d.month, d.day, tzinfo=timezone.utc)  # noqa: E731
+    assert [(a.batch, a.landed_at) for a in trace.of("retail_sales")][-2:] == [
+        (f"{newest - timedelta(days=1)}.csv", day(newest) + timedelta(hours=2)),
+        (f"{newest}.csv", day(newest) + timedelta(days=1, hours=2))]
+    assert trace.end == day(newest) + timedelta(days=2, hours=2) and trace.start == trace.end - timedelta(days=4)
+    assert len(trace.new_arrivals("retail_sales")) == 3 and [a.batch for a in trace.history("retail_sales")][0] == "history.csv"
+    assert source.load("retail_sales", ["history.csv"], trace.start).height == frame.filter(
+        pl.col("date") < newest - timedelta(days=5)).height
+    # landing times from a CSV instead; a file it names that is not there, or a bad header, is refused
+    (tmp_path / "times.csv").write_text("file,landed_at\n" + "".join(
+        f"{p.name},2025-01-{k + 1:02d}T08:00:00\n" for k, p in enumerate(sorted((tmp_path / "files").iterdir()))))
+    trace, _, _ = dir_trace(tmp_path / "files", contract, days=3, landed_at=tmp_path / "times.csv")
+    assert trace.end == datetime(2025, 1, 8, 8, tzinfo=timezone.utc) and len(trace.new_arrivals("retail_sales")) == 2
+    (tmp_path / "files" / "odd.csv").write_text("date,store_id\n2024-01-01,1\n")
+    with pytest.raises(LabError, match="odd.csv.*'item_id' is required"):
+        dir_trace(tmp_path / "files", contract)
+
+
+def test_cli_replays_a_folder_with_its_contract(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    from freshet.ops.cli import main
+
+    write_daily_files(tmp_path / "files", last=3)
+    # price and promotion as observed: the folder holds no plan of their future values
+    contract = tmp_path / "retail_sales.toml"
+    contract.write_text((REPO / "src/freshet/data/bundled_contracts/retail_sales.toml").read_text()
+                        .replace('known = ["price", "on_promo"]\nobserved = []', 'known = []\nobserved = ["price", "on_promo"]'))
+    assert main(["policies", "--from-dir", str(tmp_path / "files"), "--contract", str(contract), "--days", "3",
+                 "--out", str(tmp_path / "out")]) == 0
+    out = capsys.readouterr().out
+    assert "| event-driven" in out and "| on landing" in out
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert report["source"].startswith("folder ") and report["trace"]["datasets"]["retail_sales"]["arrivals"] == 2
+    event = next(p for p in report["policies"] if p["name"] == "event-driven / forecast on landing")
+    assert event["total"]["staleness"]["p50_h"] == pytest.approx(1 / 60)
+    assert main(["policies", "--from-dir", str(tmp_path / "files"), "--out", str(tmp_path / "out")]) == 2
