@@ -40,8 +40,8 @@ $(BENCH_STAMP): pyproject.toml | $(STAMP)
 bench: $(STAMP) $(BENCH_STAMP)   ## every benchmark on the local stack: table + benchmarks/results/latest.json (ARGS=--quick: smoke run)
 	$(BIN)/python benchmarks/run.py $(ARGS)
 
-policies: $(STAMP)        ## compare retraining policies on a replayed trace: table, .freshet/policies/{report.json,chart.png}
-	$(BIN)/freshet policies
+policies: $(STAMP)        ## compare retraining x forecasting policies on 3 weeks of generated arrivals: table, .freshet/policies/{report.json,chart.png}
+	$(BIN)/freshet policies --days 21
 
 clean:
 	-$(BIN)/freshet down
