@@ -13,8 +13,6 @@ from typing import Any
 import polars as pl
 import pytest
 
-from freshet.modeling import features as F
-from freshet.modeling import model as M
 from freshet.data.contracts import load_contract
 from freshet.data.generate import generate_retail_sales
 from freshet.data.ingestion import admit_file
