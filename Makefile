@@ -44,8 +44,8 @@ bench: $(STAMP) $(BENCH_STAMP)   ## every benchmark on the local stack: table + 
 bench-accuracy: $(STAMP) $(BENCH_STAMP)   ## accuracy vs mlforecast, MSTL, seasonal naive on real data (a few minutes)
 	$(BIN)/python benchmarks/run.py --only accuracy $(ARGS)
 
-policies: $(STAMP)        ## compare retraining policies on a replayed trace: table, .freshet/policies/{report.json,chart.png}
-	$(BIN)/freshet policies
+policies: $(STAMP)        ## compare retraining x forecasting policies on 3 weeks of generated arrivals: table, .freshet/policies/{report.json,chart.png}
+	$(BIN)/freshet policies --days 21
 
 clean:
 	-$(BIN)/freshet down

@@ -1,8 +1,9 @@
-"""The ``policies`` flow: the scheduling lab as a Prefect flow, runnable from the UI, with artifacts.
+"""The ``policies`` flow: the policy lab as a Prefect flow, runnable from the UI, with artifacts.
 
 Replays an arrival trace (generated, or the lake's own manifest) through the
-retraining policies of ``freshet.lab.policies`` with the replay engine of
-``freshet.lab.replay``, writes ``report.json`` and ``chart.png`` to ``out``, and
+retraining policies of ``freshet.lab.policies``, each with forecasts on every
+landing and forecasts after each training, with the replay engine of
+``freshet.lab.replay`` (the shipped ``train_model`` and ``forecast_frame``), writes ``report.json`` and ``chart.png`` to ``out``, and
 publishes a table artifact (``freshet-policies``) and a markdown report with the
 chart embedded (``freshet-policies-report``). Reads freshet's settings like
 ``train`` does (the lake for ``from_lake``, holdout and promotion settings), with
@@ -38,7 +39,7 @@ def replay_task(engine: replay.Replay, policy: Policy) -> replay.PolicyRun:
 @task(name="publish-lab-artifacts", cache_policy=NO_CACHE)
 def publish(report: dict[str, Any], chart: Path, report_path: Path) -> None:
     create_table_artifact(key="freshet-policies", table=replay.table_rows(report),
-                          description="Retraining policies: cost, staleness and accuracy, all datasets")
+                          description="Retraining x forecasting policies: cost, served staleness and accuracy, all datasets")
     per_dataset = "\n\n".join(f"### {d}\n\n{replay.format_table(replay.table_rows(report, d))}"
                               for d in report["trace"]["datasets"])
     notes = replay.format_report(report).rsplit("\n\n", 1)[-1]

@@ -241,9 +241,9 @@ class Gated:
 
 @dataclass(frozen=True)
 class Never:
-    """No retraining at all: the first model serves forever. A reference point, not a recommendation."""
+    """Train once, on the history, and never again: the first model serves forever (a reference point)."""
 
-    name: str = "never (reference)"
+    name: str = "once"
 
     def schedule(self, trace: Trace) -> list[TrainAt]:
         return []
@@ -252,6 +252,22 @@ class Never:
 def default_policies() -> list[Policy]:
     """The policies the lab compares by default, clocks first, then the event-driven family."""
     return [FixedInterval(), Weekly(), RoundRobin(), EventDriven(), Debounced(), Gated(), Never()]
+
+
+# When to forecast: on every landing (and every promotion), as freshet's ``forecast`` deployment does, or only
+# after a training run (a nightly "retrain, then score" batch job).
+ON_LANDING, AFTER_TRAINING = "on landing", "after training"
+FORECAST_MODES = (ON_LANDING, AFTER_TRAINING)
+
+
+def default_combinations(policies: Sequence[Policy] | None = None) -> list[tuple[Policy, str]]:
+    """The (retraining policy, forecast mode) pairs of the default table: every policy with forecasts on
+    landing, and the usual batch set-ups (a clock or every landing, then forecast) with forecasts after training.
+    The lab replays and reports every combination; this only chooses what the table shows first."""
+    policies = list(policies if policies is not None else default_policies())
+    batch = (FixedInterval, Weekly, EventDriven)
+    return ([(p, ON_LANDING) for p in policies]
+            + [(p, AFTER_TRAINING) for p in policies if isinstance(p, batch)])
 
 
 def checked_schedule(policy: Policy, trace: Trace) -> list[TrainAt]:

@@ -513,7 +513,8 @@ def format_table(headers: list[str], rows: list[list[str]]) -> str:
 
 # ---------------------------------------------------------------- policies
 def cmd_policies(args: argparse.Namespace) -> int:
-    """Replay an arrival trace through the retraining policies; print the table, write report.json and chart.png."""
+    """Replay an arrival trace through the retraining and forecasting policies; print the table, write
+    report.json and chart.png (and, with several seeds, the spread over seeds)."""
     from datetime import timedelta
 
     from freshet.lab import replay
@@ -521,12 +522,38 @@ def cmd_policies(args: argparse.Namespace) -> int:
 
     settings = get_settings()
     say = lambda msg: print(msg, flush=True)  # noqa: E731 - progress lines while it runs
-    trace, source, contracts = replay.build_trace(args.from_lake, args.datasets, args.days, args.seed, settings)
-    report = replay.run_lab(trace, source, contracts, default_policies(), replay.lab_settings(settings),
-                            replay.LabConfig(threshold=timedelta(hours=args.threshold_hours)),
-                            source_name="lake" if args.from_lake else "synthetic", progress=say)
+    config = replay.LabConfig(threshold=timedelta(hours=args.threshold_hours))
+    seeds = [int(s) for s in str(args.seeds or args.seed).split(",") if s.strip()]
+    if (args.from_dir or args.contract) and not (args.from_dir and args.contract):
+        raise CliError("--from-dir and --contract go together", code=2)
+    if args.from_dir:
+        trace, source, contracts = replay.dir_trace(Path(args.from_dir), Path(args.contract), days=args.days,
+                                                    delay=timedelta(hours=args.landing_delay_hours),
+                                                    landed_at=Path(args.landed_at) if args.landed_at else None)
+        name = f"folder {args.from_dir}"
+        if getattr(source, "dropped_rows", 0):
+            say(f"{source.dropped_rows} row(s) break the contract's rules and are left out")
+    elif args.from_lake:
+        trace, source, contracts = replay.build_trace(True, args.datasets, args.days, seeds[0], settings)
+        name = "lake"
+    else:
+        trace, source, contracts = replay.synthetic_trace(datasets=args.datasets, days=args.days, seed=seeds[0])
+        name = f"synthetic seed {seeds[0]}"
+    report = replay.run_lab(trace, source, contracts, default_policies(), replay.lab_settings(settings), config,
+                            source_name=name, progress=say)
+    spread = None
+    if len(seeds) > 1 and not (args.from_dir or args.from_lake):
+        more = replay.run_seeds(seeds[1:], args.datasets, args.days, default_policies(),
+                                replay.lab_settings(settings), config, progress=say)
+        spread = replay.seed_spread([report, *more["reports"]])
+        spread_reports = [report, *more["reports"]]
+    if spread:
+        report["seeds"] = {"seeds": seeds, "spread": spread,
+                           "reports": [{k: r[k] for k in ("source", "policies", "trace")} for r in spread_reports[1:]]}
     path, chart = replay.write_outputs(report, Path(args.out))
     print("\n" + replay.format_report(report))
+    if spread:
+        print(f"\nOver seeds {', '.join(map(str, seeds))} (median [min .. max]):\n" + replay.format_spread(spread))
     print(f"\nwrote {path} and {chart} in {report['runtime_seconds']:.0f} s")
     return 0
 
@@ -571,13 +598,22 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--out", help="a .csv or .parquet file to write instead of printing")
     f.add_argument("--rows", type=int, default=20, help="rows to print")
     f.set_defaults(fn=cmd_forecast)
-    p = sub.add_parser("policies", help="compare retraining policies (clock, round-robin, event-driven) on a replayed trace")
+    p = sub.add_parser("policies", help="compare retraining and forecasting policies on a replayed trace")
     p.add_argument("--out", default=".freshet/policies", help="folder for report.json and chart.png")
     p.add_argument("--datasets", type=int, default=3, help="synthetic datasets in the generated trace")
-    p.add_argument("--days", type=int, default=56, help="days of arrivals in the generated trace")
+    p.add_argument("--days", type=int, default=56, help="days replayed: the generated trace's length, or the last "
+                   "DAYS days of --from-dir (what landed before is the history)")
     p.add_argument("--seed", type=int, default=7, help="seed of the generated trace")
-    p.add_argument("--threshold-hours", type=float, default=24.0, help="report the share of time the serving model lags the newest data by more than this")
+    p.add_argument("--seeds", help="several seeds, comma-separated (e.g. 7,8,9): the table for the first, then "
+                   "each combination's median and range over all of them")
+    p.add_argument("--threshold-hours", type=float, default=24.0, help="report the share of time the published forecast lags the newest data by more than this")
     p.add_argument("--from-lake", action="store_true", help="replay the lake's manifest (FRESHET_LAKE_URL) instead of a generated trace")
+    p.add_argument("--from-dir", help="replay a folder of files (csv, parquet) of one dataset, one file an arrival")
+    p.add_argument("--contract", help="the dataset's contract file (TOML), with --from-dir")
+    p.add_argument("--landing-delay-hours", type=float, default=1.0, help="with --from-dir: a file lands this long "
+                   "after the end of its newest row's period")
+    p.add_argument("--landed-at", help="with --from-dir: a CSV with columns file,landed_at (ISO 8601, UTC if naive) "
+                   "giving each file's landing time instead")
     p.set_defaults(fn=cmd_policies)
 
     return parser
