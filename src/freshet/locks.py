@@ -30,8 +30,11 @@ from prefect.exceptions import ObjectAlreadyExists
 
 LEASE_SECONDS = 60.0
 TRAIN_SLOTS = "freshet-train-slots"
-# how long a run tries for the waiting room before concluding another run holds it
-WAITING_ROOM_PROBE_SECONDS = 1.0
+# How long a run tries for the waiting room before concluding another run holds it. Generous on
+# purpose: a timeout also fires when the server is merely slow to answer (1 s did, on a loaded
+# SQLite server, and a run wrongly handed its data to a waiter that did not exist). Trying for
+# longer is always safe: if the waiter takes the dataset's lock meanwhile, this run waits instead.
+WAITING_ROOM_PROBE_SECONDS = 30.0
 
 
 def lock_name(dataset: str) -> str:
