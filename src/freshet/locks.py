@@ -3,7 +3,7 @@
 Three limits, taken in this order by a ``train`` run:
 
 - ``freshet-train-wait-<dataset>`` (one slot): the dataset's waiting room. A run
-  that finds it taken ends at once: the run already waiting has not read the
+  that finds it taken (for ``WAITING_ROOM_PROBE_SECONDS``) ends: the run already waiting has not read the
   manifest yet, so it will train on this run's (already admitted) data too. So a
   dataset never has more than one run waiting, however many events arrive while it
   trains. A forced run skips the waiting room (``force`` must not be lost).
