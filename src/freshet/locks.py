@@ -3,7 +3,7 @@
 Three limits, taken in this order by a ``train`` run:
 
 - ``freshet-train-wait-<dataset>`` (one slot): the dataset's waiting room. A run
-  that finds it taken ends at once: the run already waiting has not read the
+  that finds it taken (for ``WAITING_ROOM_PROBE_SECONDS``) ends: the run already waiting has not read the
   manifest yet, so it will train on this run's (already admitted) data too. So a
   dataset never has more than one run waiting, however many events arrive while it
   trains. A forced run skips the waiting room (``force`` must not be lost).
@@ -30,8 +30,11 @@ from prefect.exceptions import ObjectAlreadyExists
 
 LEASE_SECONDS = 60.0
 TRAIN_SLOTS = "freshet-train-slots"
-# how long a run tries for the waiting room before concluding another run holds it
-WAITING_ROOM_PROBE_SECONDS = 1.0
+# How long a run tries for the waiting room before concluding another run holds it. Generous on
+# purpose: a timeout also fires when the server is merely slow to answer (1 s did, on a loaded
+# SQLite server, and a run wrongly handed its data to a waiter that did not exist). Trying for
+# longer is always safe: if the waiter takes the dataset's lock meanwhile, this run waits instead.
+WAITING_ROOM_PROBE_SECONDS = 30.0
 
 
 def lock_name(dataset: str, kind: str = "train") -> str:
