@@ -202,6 +202,10 @@ def test_any_valid_contract_trains_with_only_finite_features(case) -> None:
             df.group_by(contract.series_keys).agg(pl.col(c).drop_nulls().last() for c in contract.known),
             on=list(contract.series_keys))
     out, skipped = FC.forecast_frame(df, contract, result.booster, result.meta, future=fut)
-    series = df.select(contract.series_keys).n_unique()
-    assert out.height == (series - skipped.height) * contract.horizon
+    keys = list(contract.series_keys)
+    # every series is forecast for the whole horizon, or named in `skipped` (left out or cut short)
+    complete = df.select(keys).unique().join(skipped.select(keys), on=keys, how="anti")
+    per_series = out.group_by(keys).len()
+    assert per_series["len"].max() is None or per_series["len"].max() <= contract.horizon
+    assert complete.join(per_series.filter(pl.col("len") == contract.horizon), on=keys, how="anti").height == 0
     assert out["forecast"].is_finite().all()
