@@ -27,7 +27,7 @@ from prefect.runtime import flow_run
 from freshet import events
 from freshet.data.contracts import Contract, load_contract
 from freshet.data.future import MAX_LOOKAHEAD_HOURS, future_contract, future_lake
-from freshet.data.ingestion import UriRejected, admit_file, landing_path, load_curated, read_manifest, unknown_landing_files
+from freshet.data.ingestion import admit_file, load_curated, read_manifest, unadmitted_uris, unknown_landing_files
 from freshet.data.lake import Lake
 from freshet.locks import dataset_lock
 from freshet.modeling import publish, registry
@@ -223,16 +223,7 @@ def forecast(dataset: str = "retail_sales", uris: list[str] | None = None, event
     settings = get_settings()
     contract = load_contract(dataset, settings.contracts_dir)
     lake = Lake.from_settings(settings)
-    uris = list(uris or [])
-    if len(uris) > settings.max_event_uris:
-        raise ValueError(f"{len(uris)} URIs given; at most {settings.max_event_uris} per run (FRESHET_MAX_EVENT_URIS)")
-    for uri in uris:
-        try:
-            landing_path(lake, uri)
-        except UriRejected as exc:
-            raise UriRejected(f"refusing event {event_id or '-'}: {exc}") from None
-    known = {e["uri"] for e in read_manifest(lake, dataset)}
-    if pending := [u for u in uris if u not in known]:
+    if pending := unadmitted_uris(lake, dataset, list(uris or []), settings.max_event_uris, event_id):
         admit_pending(contract, pending, settings)
 
     results = []

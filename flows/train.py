@@ -30,7 +30,7 @@ from freshet.modeling import registry
 from freshet.modeling import model as M
 from freshet.modeling import training as T
 from freshet.data.contracts import Contract, load_contract
-from freshet.data.ingestion import UriRejected, admit_file, landing_path, load_curated, read_manifest, unknown_landing_files
+from freshet.data.ingestion import admit_file, load_curated, read_manifest, unadmitted_uris, unknown_landing_files
 from freshet.data.lake import Lake
 from freshet.locks import dataset_lock, training_slot
 from freshet.settings import Settings, get_settings
@@ -289,19 +289,7 @@ def train(dataset: str = "retail_sales", uris: list[str] | None = None, event_id
     settings = get_settings()
     contract = load_contract(dataset, settings.contracts_dir)
     lake = Lake.from_settings(settings)
-    uris = list(uris or [])
-    if len(uris) > settings.max_event_uris:
-        raise ValueError(f"{len(uris)} URIs given; at most {settings.max_event_uris} per run (FRESHET_MAX_EVENT_URIS)")
-    known = {e["uri"] for e in read_manifest(lake, dataset)}
-    pending = []
-    for uri in uris:
-        try:
-            landing_path(lake, uri)
-        except UriRejected as exc:
-            raise UriRejected(f"refusing event {event_id or '-'}: {exc}") from None
-        if uri not in known:
-            pending.append(uri)
-    if pending:
+    if pending := unadmitted_uris(lake, dataset, list(uris or []), settings.max_event_uris, event_id):
         admit_pending(contract, pending, settings)
 
     with dataset_lock(dataset, queue=not force) as holder:

@@ -177,6 +177,22 @@ def _file_problem(column: str, rule: str, detail: str) -> dict[str, Any]:
     return {"column": column, "rule": rule, "rows": 0, "detail": detail, "examples": []}
 
 
+def unadmitted_uris(lake: Lake, dataset: str, uris: list[str], max_uris: int, event_id: str | None = None) -> list[str]:
+    """The announced URIs the manifest does not hold yet; refuses too many, or any outside the landing area.
+
+    Runs before any file is read: an untrusted event payload is checked here.
+    """
+    if len(uris) > max_uris:
+        raise ValueError(f"{len(uris)} URIs given; at most {max_uris} per run (FRESHET_MAX_EVENT_URIS)")
+    for uri in uris:
+        try:
+            landing_path(lake, uri)
+        except UriRejected as exc:
+            raise UriRejected(f"refusing event {event_id or '-'}: {exc}") from None
+    known = {e["uri"] for e in read_manifest(lake, dataset)}
+    return [u for u in uris if u not in known]
+
+
 def read_manifest(lake: Lake, dataset: str) -> list[dict[str, Any]]:
     """Every admitted file of a dataset, oldest admission first."""
     entries = lake.read_json_many(lake.list(lake.manifest_dir(dataset), suffix=".json"))
