@@ -81,6 +81,9 @@ def ui(chromium: str, e2e: E2E, tmp_path_factory: pytest.TempPathFactory) -> Ite
             str(tmp_path_factory.mktemp("chromium-profile")), executable_path=chromium, args=CHROMIUM_ARGS,
             headless=True, viewport={"width": 1400, "height": 900})
         context.set_default_timeout(30_000)
+        # a loaded server (after the whole e2e session) answers the UI's queries slowly
+        from playwright.sync_api import expect
+        expect.set_options(timeout=30_000)
         try:
             page = context.new_page()
             page.goto(base + "/")
