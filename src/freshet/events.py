@@ -107,11 +107,15 @@ def build_event(name: str, dataset: str, payload: dict[str, Any], keys: list[str
     )
 
 
-def emit(event, timeout: float = 20.0) -> None:
+def emit(event, timeout: float = 20.0, attempts: int = 2) -> None:
     """Deliver one event and wait for the API to take it; raise ``EmitError`` if it can't.
 
     Unlike ``prefect.events.emit_event`` (fire-and-forget, drops the event after
     retries), this tells the caller whether the announcement reached Prefect.
+    An attempt that times out (a busy API: SQLite's single writer under load) is
+    made again, up to ``attempts`` in all; the event id is the same, so a copy that
+    did arrive is ignored by the trigger service. A refused connection is not
+    retried here (the events client already reconnects twice).
     """
     from prefect.client.orchestration import get_client
     from prefect.events.clients import get_events_client
@@ -126,7 +130,12 @@ def emit(event, timeout: float = 20.0) -> None:
         async with get_events_client(reconnection_attempts=2, checkpoint_every=1) as client:
             await client.emit(event)
 
-    try:
-        run_coro_as_sync(asyncio.wait_for(_send(), timeout))
-    except Exception as exc:  # noqa: BLE001 - any failure means "not delivered"
-        raise EmitError(f"could not deliver {event.event} ({event.id}) to the Prefect API: {type(exc).__name__}: {exc}") from exc
+    for attempt in range(1, attempts + 1):
+        try:
+            run_coro_as_sync(asyncio.wait_for(_send(), timeout))
+            return
+        except Exception as exc:  # noqa: BLE001 - any failure means "not delivered"
+            if isinstance(exc, TimeoutError) and attempt < attempts:
+                continue
+            raise EmitError(f"could not deliver {event.event} ({event.id}) to the Prefect API after {attempt} "
+                            f"attempt(s): {type(exc).__name__}: {exc}") from exc

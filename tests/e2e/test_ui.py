@@ -32,7 +32,7 @@ import yaml
 from freshet import events
 from freshet.data.generate import generate_retail_sales
 from freshet.data.lake import Lake
-from freshet.modeling import registry
+from freshet.modeling import publish, registry
 from freshet.ops.stack import auth_headers
 from tests.e2e.browser import UI, chromium, ui  # noqa: F401 - fixtures
 from tests.e2e.stack import AUTH, E2E, EXTRA_DATASETS, REPO, poll, write_contract
@@ -195,6 +195,36 @@ def test_a_custom_train_run_filled_in_the_form_completes_and_its_artifacts_rende
     expect(page.get_by_text(f"Decision: {decision} ({model['decision']['reason']})")).to_be_visible()
     ui.assert_reaches_api()
     ui.shot("ui-report")
+
+
+def test_the_forecast_run_renders_its_table_and_its_chart(ui: UI, e2e: E2E, chain: Chain):
+    from playwright.sync_api import expect
+
+    page = ui.page
+    lake = Lake(str(e2e.lake))
+    # the champion's forecast (model.promoted triggers the forecast deployment)
+    pointer = poll(f"a forecast of {DATASET} by model {chain.champion['version']}",
+                   lambda: (p if (p := publish.read_latest(lake, DATASET)) and p["model_version"] == chain.champion["version"]
+                            else None), RUN_TIMEOUT, every=1.0)
+    ui.open(f"/v2/runs/flow-run/{pointer['flow_run_id']}")
+    page.get_by_role("tab", name="Artifacts").click()
+    key = f"freshet-{DATASET.replace('_', '-')}-forecast"
+    page.get_by_role("link", name=re.compile(rf"{key}-report")).click()
+    expect(page.get_by_role("heading", name=f"{DATASET}: forecast {pointer['forecast_id']}")).to_be_visible()
+    expect(page.get_by_text(f"model {chain.champion['version']}", exact=True)).to_be_visible()
+    chart = page.get_by_role("img", name="actuals and forecast")
+    expect(chart).to_be_visible()
+    # the embedded PNG decoded: a broken image has no natural width
+    assert chart.evaluate("img => img.complete && img.naturalWidth") > 100
+    ui.assert_reaches_api()
+    ui.shot("ui-forecast")
+
+    page.go_back()
+    page.get_by_role("link", name=re.compile(rf"{key}$")).click()
+    frame = publish.read_forecast(lake, pointer)
+    for column in frame.columns:
+        expect(page.get_by_role("columnheader", name=column, exact=True)).to_be_visible()
+    expect(page.get_by_role("cell", name=chain.champion["version"], exact=True).first).to_be_visible()
 
 
 def test_the_automations_and_the_event_feed_show_the_chain(ui: UI, e2e: E2E, chain: Chain):
