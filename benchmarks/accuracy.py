@@ -130,15 +130,17 @@ class DataSet:
     source: str
     windows: int = 4  # rolling origins over the newest data, each ``horizon`` periods long
     mstl_seasons: tuple[int, ...] = (24, 168)
+    spacing: int | None = None  # periods between origins (None: the horizon, consecutive windows)
 
 
 DATASETS: dict[str, DataSet] = {
     "bikeshare": DataSet("bikeshare", lambda: parse_contract(CONTRACTS / "bikeshare.toml"), load_bikeshare,
-                         "ISLP: ISLP/data/Bikeshare.csv", windows=4),
+                         "ISLP: ISLP/data/Bikeshare.csv", windows=12, spacing=168),
     "taylor": DataSet("taylor", lambda: parse_contract(CONTRACTS / "taylor.toml"), load_taylor,
-                      "pmdarima: pmdarima/datasets/taylor.py (load_taylor)", windows=4),
+                      "pmdarima: pmdarima/datasets/taylor.py (load_taylor)", windows=8, spacing=48),
     "retail_sales": DataSet("retail_sales", retail_contract, load_retail,
-                            "generated: freshet.data.generate.generate_retail_sales", windows=4, mstl_seasons=(7,)),
+                            "generated: freshet.data.generate.generate_retail_sales", windows=8, mstl_seasons=(7,),
+                            spacing=14),
 }
 
 
@@ -170,11 +172,18 @@ class Window:
     end: Any     # the newest time scored: origin + horizon periods
 
 
-def windows(frame: pl.DataFrame, contract: Contract, n: int) -> list[Window]:
-    """``n`` consecutive windows of ``horizon`` periods ending at the newest row, oldest first."""
+def windows(frame: pl.DataFrame, contract: Contract, n: int, spacing: int | None = None) -> list[Window]:
+    """``n`` windows of ``horizon`` periods, the newest ending at the newest row, oldest first.
+
+    Origins are ``spacing`` periods apart (default: the horizon, so the windows are consecutive).
+    Spread origins (a week apart over a quarter) score more kinds of days than the last few
+    consecutive ones, which on a data set ending on 31 December are all holidays.
+    """
     newest = frame[contract.time_column].max()
-    step = period(contract) * contract.horizon
-    return [Window(newest - step * k, newest - step * (k - 1)) for k in range(n, 0, -1)]
+    p = period(contract)
+    span = p * contract.horizon
+    gap = p * (spacing or contract.horizon)
+    return [Window(newest - span - gap * k, newest - gap * k) for k in range(n - 1, -1, -1)]
 
 
 def split(frame: pl.DataFrame, contract: Contract, w: Window) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:
@@ -362,7 +371,7 @@ def backtest(ds: DataSet, frame: pl.DataFrame, contract: Contract, methods: list
     """Every method on every window; pooled and per-window scores, seconds per window."""
     fns = method_fns or METHODS
     keys, t, y = list(contract.series_keys), contract.time_column, contract.target
-    wins = windows(frame, contract, n_windows)
+    wins = windows(frame, contract, n_windows, ds.spacing)
     out: dict[str, Any] = {"source": ds.source, "rows": frame.height,
                            "series": frame.select(keys).n_unique() if keys else 1,
                            "start": str(frame[t].min()), "end": str(frame[t].max()),

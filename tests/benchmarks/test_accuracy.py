@@ -71,6 +71,17 @@ def test_windows_are_consecutive_horizons_ending_at_the_newest_row(tmp_path):
     ]
 
 
+def test_spaced_windows_start_every_spacing_periods_and_end_at_the_newest_row(tmp_path):
+    contract = _contract(tmp_path, horizon=2)
+    wins = A.windows(_toy(days=30), contract, 3, spacing=7)
+    newest = date(2024, 1, 30)
+    assert [(w.origin, w.end) for w in wins] == [
+        (newest - timedelta(days=16), newest - timedelta(days=14)),
+        (newest - timedelta(days=9), newest - timedelta(days=7)),
+        (newest - timedelta(days=2), newest),
+    ]
+
+
 def test_split_gives_no_target_after_the_origin(tmp_path):
     contract = _contract(tmp_path, horizon=2)
     frame = _toy(days=10)

@@ -63,7 +63,7 @@ def test_shipped_retail_sales_contract_parses() -> None:
     assert (c.time_column, c.frequency, c.period, c.target) == ("date", "1d", timedelta(days=1), "units_sold")
     assert c.series_keys == ("store_id", "item_id")
     assert c.exogenous == c.known == ("price", "on_promo") and c.observed == ()
-    assert (c.objective, c.target_transform, c.holdout_periods, c.validation_periods) == ("squared_error", "auto", 28, 28)
+    assert (c.objective, c.target_transform, c.holdout_periods, c.validation_periods) == ("squared_error", "none", 28, 28)
     assert (c.horizon, c.season_length) == (7, 7)
     assert c.rules["units_sold"].min == 0 and c.rules["units_sold"].max == 100000
     assert c.rules["price"].min == 0.01 and c.rules["price"].non_null

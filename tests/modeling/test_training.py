@@ -27,6 +27,7 @@ MIXED = Contract(
              "workday": pl.Boolean(), "wind": pl.Float64(), "holiday": pl.Int8()},
     time_column="ts", frequency="1h", series_keys=("station",), target="rides",
     exogenous=("weather", "workday", "holiday"), observed=("wind",), horizon=24, season_length=24,
+    target_transform="auto",
 )
 
 

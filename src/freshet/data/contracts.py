@@ -97,7 +97,7 @@ class Contract:
     # ``exogenous`` holds the columns known in advance (price plan, promotion, weather forecast): used at t.
     observed: tuple[str, ...] = ()
     objective: str = "squared_error"
-    target_transform: str = "auto"
+    target_transform: str = "none"   # "auto": the candidates' validation WAPE picks (measured: BENCHMARKS.md)
     holdout_periods: int | None = None      # backtest span; None: BACKTEST_WINDOWS * horizon
     validation_periods: int | None = None   # early-stopping span before it; None: see ``default_validation``
     extra_columns: str = "reject"
@@ -211,7 +211,7 @@ def parse_contract(path: Path) -> Contract:
     objective = raw.get("objective", "squared_error")
     if objective not in OBJECTIVES:
         raise _fail(path, "objective", f"{objective!r}; use one of {list(OBJECTIVES)}")
-    transform = raw.get("target_transform", "auto")
+    transform = raw.get("target_transform", "none")
     if transform not in TARGET_TRANSFORMS:
         raise _fail(path, "target_transform", f"{transform!r}; use one of {list(TARGET_TRANSFORMS)}")
     spans: dict[str, int | None] = {}
