@@ -16,7 +16,9 @@ Methods (each a function ``fn(history, future, contract) -> frame of keys, time,
 - ``seasonal_naive``: the target one whole season (at or beyond the horizon) back, the
   lag freshet's promotion decision compares with.
 
-Windows: ``n`` consecutive windows of ``horizon`` periods over the newest data. For a
+Windows: ``n`` windows of ``horizon`` periods, the newest ending at the newest row, their
+origins ``spacing`` periods apart (Bikeshare: 12 a week apart; taylor: 8 two days apart; retail:
+8 two weeks apart; see ``DATASETS``). For a
 window with origin ``o`` a method is given ``history`` = every row with time <= o (target
 included) and ``future`` = the rows in (o, o + horizon] WITHOUT the target column (time,
 keys and the exogenous columns, which the contracts declare known at forecast time). It
