@@ -143,3 +143,31 @@ def test_the_stack_enforces_basic_auth(e2e: E2E):
     assert refused.value.code == 401
     # the same call with the credentials the deployments and the worker use
     assert e2e.prefect("flow", "ls").returncode == 0
+
+
+def test_a_contract_with_string_boolean_and_zero_heavy_columns_trains_through_the_deployed_chain(e2e: E2E, e2e_client):
+    """A user's first real contract: the ingest deployment admits it, the automation's train run trains it."""
+    from prefect.deployments import run_deployment
+
+    from tests.flows.test_train import BIKES_CONTRACT
+    from tests.modeling.test_training import bikes
+
+    ds = "e2e_bikes"
+    (e2e.contracts / f"{ds}.toml").write_text(BIKES_CONTRACT.replace('name = "bikes"', f'name = "{ds}"'))
+    data = bikes(days=30)
+    assert (data["wind"] == 0).mean() > 0.5 and data["weather"].dtype == pl.String and data["workday"].dtype == pl.Boolean
+    folder = e2e.lake / "landing" / ds
+    folder.mkdir(parents=True, exist_ok=True)
+    data.write_csv(folder / "bikes.csv")
+    lake = Lake(str(e2e.lake))
+
+    run = run_deployment("ingest/ingest", parameters={"dataset": ds, "uris": [str(folder / "bikes.csv")]}, timeout=0)
+    assert _final(e2e_client, run.id, 180, e2e).state.is_completed()
+    model = poll(f"a model of {ds} from the automation's train run",
+                 lambda: next(iter(registry.list_models(lake, ds)), None), 300)
+    assert model["rows"]["total"] == data.height
+    assert model["feature_spec"]["categories"]["weather"] == ["clear", "mist", "rain"]
+    assert "wind_lag_24" in model["features"] and "wind" not in model["features"]
+    assert model["decision"]["promote"], model["decision"]["reason"]
+    # the champion pointer is written after the model (registered first, then promoted)
+    poll(f"{ds}'s champion", lambda: (registry.champion(lake, ds) or {}).get("version") == model["version"], 60)
