@@ -169,7 +169,7 @@ def _load(live: TopologyStack, quick: bool) -> dict[str, Any]:
                 promoted = datetime.fromisoformat(live.lake.read_json(live.lake.champion_path(ds))["promoted_at"])
                 lags[ds] = _seconds(first_event[ds], promoted)
         time.sleep(0.5)
-    runs = [r for r in live.train_runs(500) if r.parameters.get("dataset") in frames]
+    runs = [r for r in live.train_runs(200) if r.parameters.get("dataset") in frames]
     live.wait_final([r.id for r in runs], 600)
     wall = time.monotonic() - t0
     trainings = {ds: len(registry.list_models(live.lake, ds)) for ds in datasets}
@@ -194,6 +194,8 @@ def run(quick: bool, keep: bool = False) -> dict[str, Any]:
             say(f"{topology}: trigger latency")
             res["latency"] = _latency(live, 6 if quick else 10)
             out[topology] = res
+            RESULTS.mkdir(parents=True, exist_ok=True)
+            (RESULTS / "topologies-partial.json").write_text(json.dumps(out, indent=2, default=str))
             say(f"{topology}: load run")
             res["load"] = _load(live, quick)
             RESULTS.mkdir(parents=True, exist_ok=True)

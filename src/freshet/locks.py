@@ -16,15 +16,20 @@ Three limits, taken in this order by a ``train`` run:
   limit of its own).
 
 Every slot is a lease: if a worker dies mid-training, the lease expires and the
-next run proceeds, so a crash never wedges a dataset.
+next run proceeds, so a crash never wedges a dataset. Taking a slot is tried again
+(``ACQUIRE_ATTEMPTS``) when the API fails to answer (an overloaded SQLite server timed
+out a ``freshet-train-slots`` request in the topology benchmark and failed the run); a
+request that did reach the server only leaves a lease that expires.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
+import time
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, ExitStack, contextmanager
 
 from prefect.client.orchestration import get_client
+from prefect.concurrency._asyncio import ConcurrencySlotAcquisitionError
 from prefect.concurrency.sync import concurrency
 from prefect.exceptions import ObjectAlreadyExists
 
@@ -35,6 +40,20 @@ TRAIN_SLOTS = "freshet-train-slots"
 # SQLite server, and a run wrongly handed its data to a waiter that did not exist). Trying for
 # longer is always safe: if the waiter takes the dataset's lock meanwhile, this run waits instead.
 WAITING_ROOM_PROBE_SECONDS = 30.0
+ACQUIRE_ATTEMPTS = 3
+ACQUIRE_BACKOFF_SECONDS = 2.0
+
+
+def _enter(stack: ExitStack, make: Callable[[], AbstractContextManager], attempts: int = ACQUIRE_ATTEMPTS) -> None:
+    """Enter ``make()`` on ``stack``; a failed acquisition (the API did not answer) is tried again with backoff."""
+    for attempt in range(1, attempts + 1):
+        try:
+            stack.enter_context(make())
+            return
+        except ConcurrencySlotAcquisitionError:
+            if attempt == attempts:
+                raise
+            time.sleep(ACQUIRE_BACKOFF_SECONDS * attempt)
 
 
 def lock_name(dataset: str, kind: str = "train") -> str:
@@ -76,7 +95,7 @@ def dataset_lock(dataset: str, queue: bool = True, kind: str = "train") -> Itera
                 yield False
                 return
             held.push(waiting)  # released on any error while waiting for the lock below
-        held.enter_context(concurrency(ensure_lock(dataset, kind), occupy=1, strict=True, lease_duration=LEASE_SECONDS))
+        _enter(held, lambda: concurrency(ensure_lock(dataset, kind), occupy=1, strict=True, lease_duration=LEASE_SECONDS))
         if waiting is not None:
             waiting.close()  # the next arrival may wait now: this run reads the manifest after this point
         yield True
@@ -85,5 +104,7 @@ def dataset_lock(dataset: str, queue: bool = True, kind: str = "train") -> Itera
 @contextmanager
 def training_slot(slots: int) -> Iterator[None]:
     """Hold one of the machine's ``slots`` training slots (shared by every dataset)."""
-    with concurrency(ensure_limit(TRAIN_SLOTS, slots), occupy=1, strict=True, lease_duration=LEASE_SECONDS):
+    with ExitStack() as held:
+        _enter(held, lambda: concurrency(ensure_limit(TRAIN_SLOTS, slots), occupy=1, strict=True,
+                                         lease_duration=LEASE_SECONDS))
         yield
