@@ -141,7 +141,7 @@ def _latency(live: TopologyStack, n: int) -> dict[str, Any]:
             "pending_p50": median(pending), "running_p50": median(running), "running_p95": percentile(running, 95)}
 
 
-def _load(live: TopologyStack, quick: bool) -> dict[str, Any]:
+def _load(live: TopologyStack, quick: bool, deadline_s: float = 1800.0) -> dict[str, Any]:
     from freshet.data.generate import generate_retail_sales, split_into_batches
     from freshet.modeling import registry
 
@@ -158,7 +158,7 @@ def _load(live: TopologyStack, quick: bool) -> dict[str, Any]:
                 first_event.setdefault(ds, event.occurred)
         time.sleep(max(0.0, 5.0 - (time.monotonic() - wave_start)))
     say(f"load: {len(datasets)} datasets landed in {time.monotonic() - t0:.0f} s; waiting for every champion")
-    deadline = time.monotonic() + 1800
+    deadline = time.monotonic() + deadline_s
     lags: dict[str, float] = {}
     while len(lags) < len(datasets) and time.monotonic() < deadline:
         for ds in datasets:
