@@ -187,6 +187,11 @@ def run(quick: bool, keep: bool = False) -> dict[str, Any]:
     from common import RESULTS
 
     out: dict[str, Any] = {}
+
+    def save_partial() -> None:
+        RESULTS.mkdir(parents=True, exist_ok=True)
+        (RESULTS / "topologies-partial.json").write_text(json.dumps(out, indent=2, default=str))
+
     for topology in ("scale", "sqlite"):
         say(f"topologies: starting the {topology} stack")
         with TopologyStack(topology, keep) as live:
@@ -194,12 +199,10 @@ def run(quick: bool, keep: bool = False) -> dict[str, Any]:
             say(f"{topology}: trigger latency")
             res["latency"] = _latency(live, 6 if quick else 10)
             out[topology] = res
-            RESULTS.mkdir(parents=True, exist_ok=True)
-            (RESULTS / "topologies-partial.json").write_text(json.dumps(out, indent=2, default=str))
+            save_partial()
             say(f"{topology}: load run")
             res["load"] = _load(live, quick)
-            RESULTS.mkdir(parents=True, exist_ok=True)
-            (RESULTS / "topologies-partial.json").write_text(json.dumps(out, indent=2, default=str))
+            save_partial()
         say(f"{topology}: {res['latency']['created_p50']:.2f} s created p50, "
             f"{res['latency']['running_p50']:.2f} s Running p50; load lag p50 {res['load']['lag_p50']}")
     return out

@@ -143,3 +143,11 @@ def e2e_client(e2e: E2E):
     with temporary_settings({PREFECT_API_URL: e2e.api_url, PREFECT_API_AUTH_STRING: AUTH}):
         with get_client(sync_client=True) as client:
             yield client
+
+
+def forecast_pointers(lake: Any, dataset: str) -> list[dict]:
+    """Every published forecast's pointer document (``<watermark>-<id>.json``) of ``dataset``, not ``latest.json``."""
+    from freshet.modeling import publish
+
+    return [lake.read_json(p) for p in lake.list(lake.forecasts_dir(dataset), suffix=".json")
+            if not p.endswith(publish.LATEST)]

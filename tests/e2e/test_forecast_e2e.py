@@ -12,7 +12,7 @@ from datetime import date, timedelta
 import polars as pl
 import pytest
 
-from tests.e2e.stack import E2E, poll, write_contract
+from tests.e2e.stack import E2E, forecast_pointers, poll, write_contract
 from freshet.data.future import future_lake
 from freshet.data.generate import generate_retail_sales
 from freshet.data.lake import Lake
@@ -28,11 +28,6 @@ def _land(lake: Lake, name: str, frame: pl.DataFrame) -> str:
     with lake.staged(path) as local:
         frame.write_csv(local)
     return lake.uri(path)
-
-
-def _forecasts(lake: Lake) -> list[dict]:
-    return [lake.read_json(p) for p in lake.list(lake.forecasts_dir(DATASET), suffix=".json")
-            if not p.endswith(publish.LATEST)]
 
 
 def _final(client, run_id, timeout: float, e2e: E2E):
@@ -62,7 +57,7 @@ def test_landings_and_promotions_publish_forecasts_and_a_rerun_publishes_nothing
     assert _final(e2e_client, run.id, 180, e2e).state.is_completed()
     champ = poll("a champion", lambda: registry.champion(lake, DATASET), 300)
     by_champion = poll("a forecast by the new champion",
-                       lambda: next((f for f in _forecasts(lake) if f["model_version"] == champ["version"]), None), 120)
+                       lambda: next((f for f in forecast_pointers(lake, DATASET) if f["model_version"] == champ["version"]), None), 120)
     assert by_champion["method"] == "model" and by_champion["watermark"] == str(history["date"].max())
     assert by_champion["rows"] == 12 * 7 and by_champion["missing_series"] == 0
 
@@ -85,7 +80,7 @@ def test_landings_and_promotions_publish_forecasts_and_a_rerun_publishes_nothing
         run = run_deployment("ingest/ingest", parameters={"dataset": DATASET, "uris": [second]}, timeout=0)
         assert _final(e2e_client, run.id, 180, e2e).state.is_completed()
         fresh = poll("a forecast whose watermark covers the new week",
-                     lambda: next((f for f in _forecasts(lake) if f["watermark"] == str(week["date"].max())), None), 120)
+                     lambda: next((f for f in forecast_pointers(lake, DATASET) if f["watermark"] == str(week["date"].max())), None), 120)
     finally:
         e2e_client.resume_automation(train_trigger.id)
     assert fresh["model_version"] == champ["version"] and fresh["method"] == "model"

@@ -37,7 +37,7 @@ from freshet.data.lake import Lake
 from freshet.modeling import publish, registry
 from freshet.ops.stack import auth_headers
 from tests.e2e.browser import UI, chromium, ui  # noqa: F401 - fixtures
-from tests.e2e.stack import AUTH, E2E, EXTRA_DATASETS, REPO, poll, write_contract
+from tests.e2e.stack import AUTH, E2E, EXTRA_DATASETS, REPO, forecast_pointers, poll, write_contract
 
 pytestmark = [pytest.mark.e2e]
 
@@ -211,12 +211,9 @@ def test_the_forecast_run_renders_its_table_and_its_chart(ui: UI, e2e: E2E, chai
     page = ui.page
     lake = Lake(str(e2e.lake))
     # the champion's forecast (model.promoted triggers the forecast deployment)
-    def by_champion() -> dict | None:
-        pointers = [lake.read_json(p) for p in lake.list(lake.forecasts_dir(DATASET), suffix=".json")
-                    if not p.endswith(publish.LATEST)]
-        return next((p for p in pointers if p["model_version"] == chain.champion["version"]), None)
-
-    pointer = poll(f"a forecast of {DATASET} by model {chain.champion['version']}", by_champion, RUN_TIMEOUT, every=1.0)
+    pointer = poll(f"a forecast of {DATASET} by model {chain.champion['version']}",
+                   lambda: next((p for p in forecast_pointers(lake, DATASET)
+                                 if p["model_version"] == chain.champion["version"]), None), RUN_TIMEOUT, every=1.0)
     run_page = f"/v2/runs/flow-run/{pointer['flow_run_id']}"
     key = f"freshet-{DATASET.replace('_', '-')}-forecast"
 
