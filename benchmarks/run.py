@@ -225,7 +225,7 @@ def table(results: dict[str, Any]) -> list[dict[str, Any]]:
     if topo and "error" in topo:
         rows.append(_err("topologies", "sqlite vs scale", "see targets", topo["error"]))
     elif topo:
-        for name in ("sqlite", "scale"):
+        for name in ("sqlite", "sqlite+serve", "scale", "scale+serve"):
             t = topo.get(name)
             if not t:
                 continue

@@ -1,7 +1,9 @@
 """Both topologies side by side, in one run: SQLite (``freshet up``) and scale (``freshet up --scale``).
 
-For each topology, one after the other in the same process (only one stack runs at a time),
-started exactly as the CLI starts it in a temporary folder, with two workers on both:
+For each topology and each way of running flows (``FRESHET_RUNNER``: process workers, or
+``freshet serve``), one after the other in the same process (only one stack runs at a time),
+started exactly as the CLI starts it in a temporary folder, with two worker (or serve)
+processes on both:
 
 - **trigger latency**: events for one dataset, one at a time, each spaced past the trigger's
   10 s throttle; event ``occurred`` -> run created / Pending / Running (p50, p95). Every run
@@ -11,6 +13,8 @@ started exactly as the CLI starts it in a temporary folder, with two workers on 
   to its champion's promotion, wall time and the CPU seconds of every process of the stack.
 
     .venv/bin/python benchmarks/run.py --only topologies [--quick]
+
+Results are keyed ``sqlite``, ``sqlite+serve``, ``scale``, ``scale+serve``.
 
 Events are sent to the clients' API server; on the scale topology the workers poll the
 other one, so every event crosses Redis.
@@ -40,10 +44,10 @@ FILES_PER_DATASET = 3
 class TopologyStack(LiveStack):
     """``LiveStack`` on either topology, with two workers and its own set of datasets."""
 
-    def __init__(self, topology: str, keep: bool = False) -> None:
+    def __init__(self, topology: str, runner: str = "worker", keep: bool = False) -> None:
         from freshet.settings import BUNDLED_CONTRACTS
 
-        self.topology, self.keep = topology, keep
+        self.topology, self.runner, self.keep = topology, runner, keep
         self.tmp = Path(tempfile.mkdtemp(prefix=f"freshet-bench-{topology}-"))
         self.tmp.chmod(0o755)  # the scale topology's PostgreSQL runs as its own user
         self.contracts = self.tmp / "contracts"
@@ -60,18 +64,15 @@ class TopologyStack(LiveStack):
         from freshet.settings import Settings
 
         self.settings = Settings(lake_url=str(self.tmp / "lake"), stack_dir=self.tmp / "stack", stack_port=0,
-                                 contracts_dir=self.contracts, scale_workers=2)
-        self.stack = (ScaleStack if self.topology == "scale" else S.Stack)(self.settings)
+                                 contracts_dir=self.contracts, scale_workers=2, runner=self.runner)
+        if self.topology == "scale":
+            self.stack = ScaleStack(self.settings)
+        else:  # two worker (or serve) processes, as the scale topology has
+            self.stack = S.Stack(self.settings)
+            self.stack.worker_names = lambda: ["worker", "worker-2"]
         started = time.monotonic()
         try:
-            api = self.stack.up(out=lambda line: say(f"{self.topology}: {line}"))
-            if self.topology == "sqlite":  # a second worker, as the scale topology has
-                state = self.stack.state()
-                env = {**self.stack.client_env(), **S.WORKER_ENV}
-                state["worker-2"] = self.stack._spawn("worker-2", [
-                    S._prefect_executable(), "worker", "start", "--pool", S.POOL, "--type", "process",
-                    "--limit", str(S.WORKER_LIMIT)], env, S.project_root())
-                self.stack.save(state)
+            api = self.stack.up(out=lambda line: say(f"{self.name}: {line}"))
         except BaseException:
             self._down()
             raise
@@ -90,13 +91,12 @@ class TopologyStack(LiveStack):
         self.worker_settings = dict(self.stack.state().get("worker_env", {}))
         return self
 
-    def _down(self) -> None:
-        from freshet.ops.stack import _terminate_group, alive
+    @property
+    def name(self) -> str:
+        return self.topology + ("+serve" if self.runner == "serve" else "")
 
-        extra = self.stack.state().get("worker-2") if self.topology == "sqlite" else None
-        if extra and alive(extra):
-            _terminate_group(extra["pid"])
-        self.stack.down(out=lambda line: say(f"{self.topology}: {line}"))
+    def _down(self) -> None:
+        self.stack.down(out=lambda line: say(f"{self.name}: {line}"))
 
     def __exit__(self, *exc: Any) -> None:
         try:
@@ -192,17 +192,18 @@ def run(quick: bool, keep: bool = False) -> dict[str, Any]:
         RESULTS.mkdir(parents=True, exist_ok=True)
         (RESULTS / "topologies-partial.json").write_text(json.dumps(out, indent=2, default=str))
 
-    for topology in ("scale", "sqlite"):
-        say(f"topologies: starting the {topology} stack")
-        with TopologyStack(topology, keep) as live:
-            res: dict[str, Any] = {"startup_s": live.startup_s, "worker": live.worker_settings}
-            say(f"{topology}: trigger latency")
+    for topology, runner in (("scale", "worker"), ("scale", "serve"), ("sqlite", "worker"), ("sqlite", "serve")):
+        with TopologyStack(topology, runner, keep) as live:
+            name = live.name
+            say(f"topologies: {name} stack started in {live.startup_s:.0f} s")
+            res: dict[str, Any] = {"startup_s": live.startup_s, "runner": runner, "worker": live.worker_settings}
+            say(f"{name}: trigger latency")
             res["latency"] = _latency(live, 6 if quick else 10)
-            out[topology] = res
+            out[name] = res
             save_partial()
-            say(f"{topology}: load run")
+            say(f"{name}: load run")
             res["load"] = _load(live, quick)
             save_partial()
-        say(f"{topology}: {res['latency']['created_p50']:.2f} s created p50, "
+        say(f"{name}: {res['latency']['created_p50']:.2f} s created p50, "
             f"{res['latency']['running_p50']:.2f} s Running p50; load lag p50 {res['load']['lag_p50']}")
     return out

@@ -124,6 +124,13 @@ class Settings(BaseSettings):
     train_deployment: str = Field(
         "train/train", description="Deployment the watchdog starts to retrain a dataset."
     )
+    runner: Literal["worker", "serve"] | None = Field(
+        None,
+        description="How `freshet up` runs flows. serve: long-lived `freshet serve` processes hold the flows "
+        "loaded and start each run in a spawned subprocess, seconds sooner; no work pool. worker: `prefect deploy` "
+        "to work pool 'freshet' and process workers poll it (each run a new `python -m prefect.engine`). "
+        "Unset: serve on the local stack, worker on `freshet up --scale` (see freshet.ops.serve).",
+    )
     stack_dir: Path = Field(
         Path(".freshet/stack"),
         description="Where `freshet up` keeps the Prefect home, logs and process ids.",
@@ -142,7 +149,7 @@ class Settings(BaseSettings):
         description="`freshet up --scale`: Redis for Prefect's messaging, leases and docket, e.g. redis://host:6379/0. "
         "Unset: a local redis-server without persistence.",
     )
-    scale_workers: int = Field(2, ge=1, description="`freshet up --scale`: process workers to start.")
+    scale_workers: int = Field(2, ge=1, description="`freshet up --scale`: process workers (or `freshet serve` processes) to start.")
     postgres_bin_dir: Path = Field(
         Path("/usr/lib/postgresql/15/bin"),
         description="Folder holding PostgreSQL's initdb and postgres, for the throwaway cluster of `freshet up --scale`.",

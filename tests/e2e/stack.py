@@ -1,15 +1,16 @@
-"""End-to-end fixtures: a real ``prefect server start``, work pool, deployments and worker.
+"""End-to-end fixtures: a real ``prefect server start``, deployments, and the processes that run flows.
 
-Two topologies, the ``topology`` parameter of the session fixture ``e2e``:
+Two topologies, the ``topology`` parameter of the session fixture ``e2e``, each with the
+way of running flows ``freshet up`` gives it by default, so both ways are proven:
 
 - ``sqlite``: started exactly as ``freshet up`` starts it (``freshet.ops.stack.Stack``):
-  a Prefect server on a free port of 127.0.0.1 with a temporary Prefect home, the
-  ``freshet`` process pool, ``prefect deploy --all --prefect-file
-  deployments/prefect.yaml`` run from the repository root, the code-defined
-  automations, and a process worker.
+  a Prefect server on a free port of 127.0.0.1 with a temporary Prefect home, and a
+  ``freshet serve`` process that registers the deployments of ``deployments/prefect.yaml``
+  (run from the repository root) and runs them, then the code-defined automations.
 - ``scale``: as ``freshet up --scale`` (``freshet.ops.scale.ScaleStack``): PostgreSQL,
   Redis, Prefect's services, two API servers (the tests talk to one, the workers to
-  the other) and two workers. Where PostgreSQL's or Redis' binaries are missing its
+  the other), ``prefect deploy`` to the ``freshet`` process pool and two process
+  workers. Where PostgreSQL's or Redis' binaries are missing its
   tests skip, naming the package to install; ``FRESHET_REQUIRE_SCALE=1`` (set by
   ``.ci/run``) turns the skip into a failure.
 

@@ -119,7 +119,7 @@ def test_ingest_then_external_emit_each_trigger_a_promoting_train_run(e2e: E2E, 
 
 
 def test_deploying_twice_leaves_one_automation_of_each(e2e: E2E, e2e_client):
-    from freshet.ops.stack import deploy
+    from freshet.ops.stack import _terminate_group, deploy
 
     def names():
         return sorted(a.name for a in e2e_client.read_automations())
@@ -127,7 +127,14 @@ def test_deploying_twice_leaves_one_automation_of_each(e2e: E2E, e2e_client):
     before = names()
     assert before.count("freshet-train-on-data-landed") == 1
     assert before.count(f"freshet-stale-{DATASET}") == 1
-    deploy(e2e.env, REPO, e2e.stack.dir)
+    if e2e.stack.state()["runner"] == "serve":
+        # a served stack deploys when `freshet serve` starts: restart it, as `freshet up` would
+        old = e2e.stack.state()["worker"]["pid"]
+        _terminate_group(old)
+        e2e.stack.up(out=lambda line: print(f"[e2e] {line}"))
+        assert e2e.stack.state()["worker"]["pid"] != old
+    else:
+        deploy(e2e.env, REPO, e2e.stack.dir)
     assert names() == before
 
 

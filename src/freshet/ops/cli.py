@@ -186,7 +186,18 @@ def cmd_up(args: argparse.Namespace) -> int:
     from freshet.ops.scale import ScaleStack
     from freshet.ops.stack import Stack
 
+    if args.runner:
+        os.environ["FRESHET_RUNNER"] = args.runner
     (ScaleStack if args.scale else Stack)(get_settings()).up()
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from freshet.ops.serve import serve
+    from freshet.ops.stack import project_root
+
+    _use_stack_api()
+    serve(project_root(), args.limit, Path(args.ready_file) if args.ready_file else None)
     return 0
 
 
@@ -580,11 +591,19 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--dry-run", action="store_true", help="print the event instead of sending it")
     e.set_defaults(fn=cmd_emit)
 
-    u = sub.add_parser("up", help="start the local Prefect server, deployments, automations and worker")
+    u = sub.add_parser("up", help="start the local Prefect server, deployments, automations and the processes that run flows")
     u.add_argument("--scale", action="store_true",
                    help="the scale-out topology: PostgreSQL, Redis, Prefect's services, two API servers, "
                         "FRESHET_SCALE_WORKERS workers")
+    u.add_argument("--runner", choices=("worker", "serve"),
+                   help="how flows run: long-lived `freshet serve` processes (the default of the local stack), "
+                        "or process workers of work pool 'freshet' (the default of --scale); FRESHET_RUNNER")
     u.set_defaults(fn=cmd_up)
+    v = sub.add_parser("serve", help="serve deployments/prefect.yaml's flows from this process (no work pool; "
+                                     "runs until stopped)")
+    v.add_argument("--limit", type=int, default=4, help="runs at once")
+    v.add_argument("--ready-file", help="write this process's id to this file once the deployments are registered")
+    v.set_defaults(fn=cmd_serve)
     sub.add_parser("down", help="stop the processes `freshet up` started").set_defaults(fn=cmd_down)
     d = sub.add_parser("deploy", help="deploy to the Prefect API in PREFECT_API_URL (own server or Cloud)")
     d.add_argument("--create-pool", action="store_true", help="also create the 'freshet' process work pool")

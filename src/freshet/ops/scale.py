@@ -14,7 +14,8 @@ Processes, all on 127.0.0.1 (each recorded with its pid and start time in
   their own ports. Clients (ingestion jobs, ``freshet emit``, tests) use ``server``;
   the workers use ``server_b``, so every event crosses Redis to reach the trigger
   service, and every run a worker starts was created through the other server.
-- ``worker``, ``worker-2``, ...: ``FRESHET_SCALE_WORKERS`` process workers of pool ``freshet``.
+- ``worker``, ``worker-2``, ...: ``FRESHET_SCALE_WORKERS`` process workers of pool ``freshet``, or
+  ``freshet serve`` processes with ``FRESHET_RUNNER=serve`` (see ``freshet.ops.serve``).
 
 Every Prefect process gets the Redis messaging settings below, including
 ``PREFECT_REDIS_MESSAGING_PUBLISHER_BATCH_SIZE=1`` (prefect-redis' default batches 5
@@ -26,7 +27,6 @@ Settings read: ``FRESHET_STACK_DIR``, ``FRESHET_SCALE_*``, ``FRESHET_POSTGRES_BI
 from __future__ import annotations
 
 import importlib.util
-import json
 import os
 import pwd
 import shutil
@@ -35,12 +35,11 @@ import socket
 import stat
 import subprocess
 import time
-import urllib.request
 from pathlib import Path
 
 from freshet.ops.stack import (
-    POOL, SERVER_ENV, WORKER_ENV, WORKER_LIMIT, Stack, StackError, _prefect_executable, _run, _start_time, alive,
-    auth_headers, deploy, free_port, healthy, port_in_use, project_root, wait_until,
+    SERVER_ENV, WORKER_ENV, Stack, StackError, _prefect_executable, _start_time, alive, free_port, healthy,
+    port_in_use, project_root, wait_until,
 )
 
 PG_USER = "freshet-pg"
@@ -117,6 +116,9 @@ def _stop_group(pid: int, sig: int = signal.SIGTERM, grace: float = 20.0) -> Non
 
 class ScaleStack(Stack):
     """Postgres, Redis, Prefect's services, two API servers and N workers (see the module docstring)."""
+
+    # workers of a work pool: the recipe for several machines (``prefect deploy`` once, workers anywhere)
+    default_runner = "worker"
 
     @property
     def dir(self) -> Path:
@@ -271,38 +273,10 @@ class ScaleStack(Stack):
         if not alive(state.get("server_b", {})):
             self._start_server("server_b", state, root, out)
         self._wait_server("server_b", out)
-        env = self.client_env()
-        out(f"creating work pool '{POOL}' and deploying from deployments/prefect.yaml (through {env['PREFECT_API_URL']})")
-        _run([_prefect_executable(), "--no-prompt", "work-pool", "create", POOL, "--type", "process", "--overwrite"],
-             env, root, self.dir)
-        deploy(env, root, self.dir)
-        worker_env = self.worker_env()
-        for name in self.worker_names():
-            if not alive(state.get(name, {})):
-                state[name] = self._spawn(name, [_prefect_executable(), "worker", "start", "--pool", POOL, "--type",
-                                                 "process", "--limit", str(WORKER_LIMIT), "--name", f"freshet-{name}"],
-                                          worker_env, root)
-        state["worker_env"] = {k: worker_env[k] for k in (*WORKER_ENV, "PREFECT_API_URL", "FRESHET_LAKE_URL",
-                                                          "FRESHET_CONTRACTS_DIR")}
-        self.save(state)
-        wait_until(f"waiting for {len(self.worker_names())} worker(s) to come online",
-                   lambda: self.workers_online(env) >= len(self.worker_names()), 120,
-                   f"See {self.dir}/worker*.log.", out=out)
-        out(f"{len(self.worker_names())} worker(s) polling pool '{POOL}' through {self.worker_api_url()}; "
-            f"clients use {self.api_url()}")
+        self.start_runners(state, self.client_env(), root, out)
+        out(f"clients use {self.api_url()}")
         out(f"database {self.database_url()}   redis {self.redis_url()}   lake {self.settings.lake_url}")
         return self.api_url()
-
-    def workers_online(self, env: dict[str, str]) -> int:
-        req = urllib.request.Request(
-            f"{env['PREFECT_API_URL']}/work_pools/{POOL}/workers/filter", data=b"{}", method="POST",
-            headers={"Content-Type": "application/json", **auth_headers(env.get("PREFECT_API_AUTH_STRING"))})
-        try:
-            with urllib.request.urlopen(req, timeout=3) as resp:
-                names = {f"freshet-{n}" for n in self.worker_names()}
-                return sum(w.get("status") == "ONLINE" and w.get("name") in names for w in json.loads(resp.read()))
-        except OSError:
-            return 0
 
     def stop(self, name: str, out=print) -> int | None:
         """Stop one recorded process (PostgreSQL with a fast shutdown); ``up`` starts it again."""

@@ -1,10 +1,12 @@
-"""The local stack behind ``freshet up`` / ``down``: a real Prefect server and a process worker.
+"""The local stack behind ``freshet up`` / ``down``: a real Prefect server and the process that runs flows.
 
 Everything binds to 127.0.0.1. The server keeps its SQLite database in a
-project-local Prefect home (``<stack_dir>/prefect-home``); logs go to
+project-local Prefect home (``<stack_dir>/prefect-home``). Flows run in a ``freshet serve``
+process (``FRESHET_RUNNER=serve``, the default here) or a process worker of pool
+``freshet`` (``FRESHET_RUNNER=worker``); either is recorded as ``worker``. Logs go to
 ``<stack_dir>/server.log`` and ``worker.log``; ``<stack_dir>/state.json`` records
 the process ids (with their start times, so a recycled pid is never killed),
-the port and the environment the worker got. ``down`` stops exactly those.
+the port, the runner and the environment it got. ``down`` stops exactly those.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from freshet.ops.serve import QUERY_SECONDS
 from freshet.settings import Settings
 
 POOL = "freshet"
@@ -68,10 +71,24 @@ def _start_time(pid: int) -> str | None:
         return None
 
 
+def _zombie(pid: int) -> bool:
+    """Has the process exited without being reaped? (Reap it if it is our child.)"""
+    try:
+        if Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z":
+            return False
+    except (OSError, IndexError):
+        return False
+    try:
+        os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        pass
+    return True
+
+
 def alive(proc: dict) -> bool:
-    """Is the recorded process still the one we started (same pid and start time)?"""
+    """Is the recorded process still the one we started (same pid and start time), and not a zombie?"""
     pid = proc.get("pid")
-    if not pid:
+    if not pid or _zombie(pid):
         return False
     started = _start_time(pid)
     if started is None:
@@ -197,7 +214,7 @@ class Stack:
         return {"pid": proc.pid, "start_time": _start_time(proc.pid), "cmd": cmd[:4]}
 
     def up(self, out=print) -> str:
-        """Start server, work pool, deployments, automations and worker; return the API URL."""
+        """Start the server, deployments, automations and the flows' runner; return the API URL."""
         root = project_root()
         self.dir.mkdir(parents=True, exist_ok=True)
         self.home.mkdir(parents=True, exist_ok=True)
@@ -211,7 +228,7 @@ class Stack:
             if port_in_use(port):
                 port = free_port()
                 out(f"port {self.settings.stack_port} is busy; using {port}")
-            state = {**{k: v for k, v in state.items() if k == "worker"}, "port": port}
+            state = {**{k: v for k, v in state.items() if k in ("worker", "runner")}, "port": port}
             self.save(state)
             env = self.server_env()
             out(f"starting Prefect server on http://127.0.0.1:{port} (log: {self.dir / 'server.log'})")
@@ -221,29 +238,86 @@ class Stack:
             wait_until("waiting for the server's health check", lambda: healthy(self.api_url(), auth=env.get("PREFECT_SERVER_API_AUTH_STRING")), 180,
                        f"See {self.dir / 'server.log'}.", out=out)
             out("server is healthy")
-        env = self.client_env()
-        out(f"creating work pool '{POOL}' and deploying from deployments/prefect.yaml")
-        _run([prefect, "--no-prompt", "work-pool", "create", POOL, "--type", "process", "--overwrite"], env, root, self.dir)
-        deploy(env, root, self.dir)
-        if not alive(state.get("worker", {})):
-            worker_env = {**env, **WORKER_ENV}
-            state["worker"] = self._spawn(
-                "worker", [prefect, "worker", "start", "--pool", POOL, "--type", "process", "--limit", str(WORKER_LIMIT)],
-                worker_env, root)
-            state["worker_env"] = {k: worker_env[k] for k in (*WORKER_ENV, "FRESHET_LAKE_URL", "FRESHET_CONTRACTS_DIR")}
-            self.save(state)
-            wait_until("waiting for the worker to come online", lambda: _worker_online(env), 90,
-                       f"See {self.dir / 'worker.log'}.", out=out)
-        out(f"worker is polling pool '{POOL}' every {WORKER_ENV['PREFECT_WORKER_QUERY_SECONDS']} s "
-            f"(pid {state['worker']['pid']})")
+        self.start_runners(state, self.client_env(), root, out)
         out(f"UI: {self.ui_url()}   lake: {self.settings.lake_url}")
         return self.api_url()
+
+    # how flows run unless FRESHET_RUNNER says otherwise (or processes of the other kind still run)
+    default_runner = "serve"
+
+    def worker_names(self) -> list[str]:
+        return ["worker"]
+
+    def worker_env(self) -> dict[str, str]:
+        return {**self.client_env(), **WORKER_ENV}
+
+    def workers_online(self, env: dict[str, str]) -> int:
+        """How many of this stack's workers the API lists as ONLINE in pool ``freshet``."""
+        req = urllib.request.Request(
+            f"{env['PREFECT_API_URL']}/work_pools/{POOL}/workers/filter", data=b"{}", method="POST",
+            headers={"Content-Type": "application/json", **auth_headers(env.get("PREFECT_API_AUTH_STRING"))})
+        try:
+            with urllib.request.urlopen(req, timeout=3) as resp:
+                names = {f"freshet-{n}" for n in self.worker_names()}
+                return sum(w.get("status") == "ONLINE" and w.get("name") in names for w in json.loads(resp.read()))
+        except OSError:
+            return 0
+
+    def start_runners(self, state: dict, env: dict[str, str], root: Path, out=print) -> None:
+        """Deploy, and start the processes that run flows: workers or ``freshet serve`` (FRESHET_RUNNER).
+
+        The state keeps them as ``worker``, ``worker-2``, ... whichever they are, under ``runner``.
+        """
+        names = self.worker_names()
+        running = [n for n in names if alive(state.get(n, {}))]
+        runner = self.settings.runner or (state.get("runner", "worker") if running else self.default_runner)
+        if running and state.get("runner", "worker") != runner:
+            raise StackError(f"this stack runs its flows with {state.get('runner', 'worker')} processes, not "
+                             f"FRESHET_RUNNER={runner}: run `freshet down` first, then `freshet up`")
+        worker_env = self.worker_env()
+        state["runner"] = runner
+        state["worker_env"] = {k: worker_env[k] for k in (*WORKER_ENV, "PREFECT_API_URL", "FRESHET_LAKE_URL",
+                                                          "FRESHET_CONTRACTS_DIR")}
+        if runner == "worker":
+            out(f"creating work pool '{POOL}' and deploying from deployments/prefect.yaml (through {env['PREFECT_API_URL']})")
+            _run([_prefect_executable(), "--no-prompt", "work-pool", "create", POOL, "--type", "process", "--overwrite"],
+                 env, root, self.dir)
+            deploy(env, root, self.dir)
+            for name in names:
+                if name not in running:
+                    state[name] = self._spawn(name, [_prefect_executable(), "worker", "start", "--pool", POOL, "--type",
+                                                     "process", "--limit", str(WORKER_LIMIT), "--name",
+                                                     f"freshet-{name}"], worker_env, root)
+            self.save(state)
+            wait_until(f"waiting for {len(names)} worker(s) to come online",
+                       lambda: self.workers_online(env) >= len(names), 120, f"See {self.dir}/worker*.log.", out=out)
+            out(f"{len(names)} worker(s) polling pool '{POOL}' every {WORKER_ENV['PREFECT_WORKER_QUERY_SECONDS']} s "
+                f"through {worker_env['PREFECT_API_URL']}")
+        else:
+            # one after the other: each registers the deployments (and recreates their triggers)
+            for name in names:
+                if name in running:
+                    continue
+                ready = self.dir / f"{name}.ready"
+                ready.unlink(missing_ok=True)
+                out(f"starting `freshet serve` ({name}; log: {self.dir / (name + '.log')})")
+                state[name] = self._spawn(name, [sys.executable, "-m", "freshet.ops.cli", "serve", "--limit",
+                                                 str(WORKER_LIMIT), "--ready-file", str(ready)], worker_env, root)
+                self.save(state)
+                wait_until(f"waiting for {name} to register the deployments",
+                           lambda: ready.exists() or not alive(state[name]), 120, f"See {self.dir / (name + '.log')}.",
+                           out=out)
+                if not ready.exists():
+                    raise StackError(f"`freshet serve` ({name}) exited: see {self.dir / (name + '.log')}")
+            out(f"{len(names)} `freshet serve` process(es) serving deployments/prefect.yaml's flows, asking for runs "
+                f"every {QUERY_SECONDS} s through {worker_env['PREFECT_API_URL']}")
+        self.save(state)
 
     def down(self, out=print) -> list[int]:
         """Stop exactly the processes ``up`` started (their process groups), nothing else."""
         state = self.state()
         stopped = []
-        for name in ("worker", "server"):
+        for name in (*self.worker_names(), "server"):
             proc = state.get(name)
             if not proc:
                 continue
@@ -254,7 +328,7 @@ class Stack:
             stopped.append(proc["pid"])
             out(f"stopped {name} (pid {proc['pid']})")
         if state:
-            self.save({k: v for k, v in state.items() if k not in ("server", "worker")})
+            self.save({k: v for k, v in state.items() if k not in ("server", *self.worker_names())})
         return stopped
 
 
@@ -280,19 +354,6 @@ def deploy(env: dict[str, str], root: Path, logdir: Path) -> None:
     prefect = _prefect_executable()
     _run([prefect, "--no-prompt", "deploy", "--all", "--prefect-file", "deployments/prefect.yaml"], env, root, logdir)
     _run([sys.executable, "deployments/automations.py"], env, root, logdir)
-
-
-def _worker_online(env: dict[str, str]) -> bool:
-    req = urllib.request.Request(
-        f"{env['PREFECT_API_URL']}/work_pools/{POOL}/workers/filter",
-        data=b"{}", headers={"Content-Type": "application/json", **auth_headers(env.get("PREFECT_API_AUTH_STRING"))},
-        method="POST",
-    )
-    try:
-        with urllib.request.urlopen(req, timeout=3) as resp:
-            return any(w.get("status") == "ONLINE" for w in json.loads(resp.read()))
-    except OSError:
-        return False
 
 
 def _terminate_group(pid: int, grace: float = 15.0) -> None:
