@@ -186,7 +186,8 @@ class LiveStack:
         for child in proc.children(recursive=True):
             try:
                 c = child.cpu_times()
-                total += c.user + c.system
+                # its own reaped children too: a fork server reaps the runs it forked
+                total += c.user + c.system + c.children_user + c.children_system
             except psutil.Error:
                 pass
         return total

@@ -14,7 +14,8 @@ processes on both:
 
     .venv/bin/python benchmarks/run.py --only topologies [--quick]
 
-Results are keyed ``sqlite``, ``sqlite+serve``, ``scale``, ``scale+serve``.
+Results are keyed ``sqlite``, ``sqlite+serve``, ``scale``, ``scale+serve``;
+``FRESHET_BENCH_TOPOLOGIES=scale+serve,sqlite`` runs only those.
 
 Events are sent to the clients' API server; on the scale topology the workers poll the
 other one, so every event crosses Redis.
@@ -192,7 +193,11 @@ def run(quick: bool, keep: bool = False) -> dict[str, Any]:
         RESULTS.mkdir(parents=True, exist_ok=True)
         (RESULTS / "topologies-partial.json").write_text(json.dumps(out, indent=2, default=str))
 
-    for topology, runner in (("scale", "worker"), ("scale", "serve"), ("sqlite", "worker"), ("sqlite", "serve")):
+    configs = (("scale", "worker"), ("scale", "serve"), ("sqlite", "worker"), ("sqlite", "serve"))
+    only = [c for c in os.environ.get("FRESHET_BENCH_TOPOLOGIES", "").split(",") if c]
+    for topology, runner in configs:
+        if only and f"{topology}{'+serve' if runner == 'serve' else ''}" not in only:
+            continue
         with TopologyStack(topology, runner, keep) as live:
             name = live.name
             say(f"topologies: {name} stack started in {live.startup_s:.0f} s")

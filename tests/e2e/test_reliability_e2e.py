@@ -164,10 +164,15 @@ def test_staleness_alarm_fires_for_a_dataset_without_data(e2e: E2E, e2e_client):
             e2e_client.delete_automation(automation.id)
 
 
-def _worker_pid(e2e: E2E) -> int:
-    return e2e.stack.state()["worker"]["pid"]
+def _kill_runners(e2e: E2E) -> None:
+    """SIGKILL every process that runs flows, and the runs with them (their process groups):
+    ``freshet serve`` on the SQLite stack, both process workers on the scale topology."""
+    state = e2e.stack.state()
+    for name in e2e.stack.worker_names():
+        os.killpg(state[name]["pid"], signal.SIGKILL)
 
 
+@pytest.mark.topologies("sqlite", "scale")  # serve on SQLite, process workers on scale
 def test_worker_killed_during_training_leaves_a_complete_champion_and_recovers(e2e: E2E, e2e_client):
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
     from prefect.deployments import run_deployment
@@ -184,12 +189,12 @@ def test_worker_killed_during_training_leaves_a_complete_champion_and_recovers(e
     second = land(e2e, ds, "crash-1.csv", pl.concat(batches[1:]))
     with temporary_settings({PREFECT_API_URL: e2e.api_url, PREFECT_API_AUTH_STRING: AUTH}):
         run = run_deployment("train/train", parameters={"dataset": ds}, timeout=0)
-    # kill the worker, and the run with it, while XGBoost is fitting
+    # kill the runner(s), and the run with them, while XGBoost is fitting
     poll("the fit task to be running", lambda: any(
         t.name.startswith("fit") and t.state and t.state.is_running()
         for t in e2e_client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[run.id])))
     ), 240, every=0.1)
-    os.killpg(_worker_pid(e2e), signal.SIGKILL)
+    _kill_runners(e2e)
 
     # nothing half-written is visible; the champion resolves to a complete, loadable model
     for meta in registry.list_models(lake, ds):
@@ -199,7 +204,7 @@ def test_worker_killed_during_training_leaves_a_complete_champion_and_recovers(e
     registry.load_booster(lake, ds, champ["version"])
     assert not list((e2e.lake / "models" / ds).glob("**/.*tmp*")), "a temporary file is visible"
 
-    # restart the worker (as `freshet up` would) and retrain: one model covers both files
+    # restart them (as `freshet up` would) and retrain: one model covers both files
     e2e.stack.up(out=lambda line: None)
     models_before = len(registry.list_models(lake, ds))
     with temporary_settings({PREFECT_API_URL: e2e.api_url, PREFECT_API_AUTH_STRING: AUTH}):
@@ -215,6 +220,7 @@ def test_worker_killed_during_training_leaves_a_complete_champion_and_recovers(e
     assert len(registry.list_models(lake, ds)) == models_before + 1 and latest
 
 
+@pytest.mark.topologies("sqlite", "scale")  # serve on SQLite, process workers on scale
 def test_worker_killed_during_ingestion_write_leaves_no_partial_partition(e2e: E2E, e2e_client):
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
     from prefect.deployments import run_deployment
@@ -230,7 +236,7 @@ def test_worker_killed_during_ingestion_write_leaves_no_partial_partition(e2e: E
         t.name.startswith("admit") and t.state and t.state.is_running()
         for t in e2e_client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[run.id])))
     ), 240, every=0.05)
-    os.killpg(_worker_pid(e2e), signal.SIGKILL)
+    _kill_runners(e2e)
 
     # every visible partition is complete, and the manifest names only complete partitions
     curated = e2e.lake / "curated" / ds
