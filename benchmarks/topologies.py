@@ -42,6 +42,11 @@ WAVE = 5
 FILES_PER_DATASET = 3
 
 
+def config_name(topology: str, runner: str) -> str:
+    """The results' key of one configuration: ``scale``, ``scale+serve``, ``sqlite``, ``sqlite+serve``."""
+    return topology + ("+serve" if runner == "serve" else "")
+
+
 class TopologyStack(LiveStack):
     """``LiveStack`` on either topology, with two workers and its own set of datasets."""
 
@@ -94,7 +99,7 @@ class TopologyStack(LiveStack):
 
     @property
     def name(self) -> str:
-        return self.topology + ("+serve" if self.runner == "serve" else "")
+        return config_name(self.topology, self.runner)
 
     def _down(self) -> None:
         self.stack.down(out=lambda line: say(f"{self.name}: {line}"))
@@ -196,7 +201,7 @@ def run(quick: bool, keep: bool = False) -> dict[str, Any]:
     configs = (("scale", "worker"), ("scale", "serve"), ("sqlite", "worker"), ("sqlite", "serve"))
     only = [c for c in os.environ.get("FRESHET_BENCH_TOPOLOGIES", "").split(",") if c]
     for topology, runner in configs:
-        if only and f"{topology}{'+serve' if runner == 'serve' else ''}" not in only:
+        if only and config_name(topology, runner) not in only:
             continue
         with TopologyStack(topology, runner, keep) as live:
             name = live.name

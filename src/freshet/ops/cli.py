@@ -570,6 +570,8 @@ def cmd_policies(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from freshet.ops.stack import WORKER_LIMIT
+
     parser = _Parser(prog="freshet", description="Event-driven retraining for Prefect.")
     parser.add_argument("--debug", action="store_true", help="show the full traceback of an error (anywhere on the line)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -601,7 +603,7 @@ def build_parser() -> argparse.ArgumentParser:
     u.set_defaults(fn=cmd_up)
     v = sub.add_parser("serve", help="serve deployments/prefect.yaml's flows from this process (no work pool; "
                                      "runs until stopped)")
-    v.add_argument("--limit", type=int, default=4, help="runs at once")
+    v.add_argument("--limit", type=int, default=WORKER_LIMIT, help="runs at once")
     v.add_argument("--ready-file", help="write this process's id to this file once the deployments are registered")
     v.set_defaults(fn=cmd_serve)
     sub.add_parser("down", help="stop the processes `freshet up` started").set_defaults(fn=cmd_down)
