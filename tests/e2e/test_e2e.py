@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 from datetime import date, timedelta
+from pathlib import Path
 
 import polars as pl
 
@@ -150,6 +151,14 @@ def test_the_stack_enforces_basic_auth(e2e: E2E):
     assert refused.value.code == 401
     # the same call with the credentials the deployments and the worker use
     assert e2e.prefect("flow", "ls").returncode == 0
+
+
+def test_the_sqlite_server_runs_with_the_cursor_fix(e2e: E2E):
+    """The server the suites drive is started as users' `freshet up` starts it: through
+    freshet.ops.prefect_server (tests/ops/test_prefect_server.py shows the freeze it prevents)."""
+    pid = e2e.stack.state()["server"]["pid"]
+    cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    assert b"freshet.ops.prefect_server" in cmdline and b"start" in cmdline, cmdline
 
 
 def test_a_contract_with_string_boolean_and_zero_heavy_columns_trains_through_the_deployed_chain(e2e: E2E, e2e_client):
