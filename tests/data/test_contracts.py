@@ -165,6 +165,8 @@ MALFORMED = [
     pytest.param(_edit("horizon = 7", 'horizon = 7\nextra_columns = "keep"'), "extra_columns", "keep",
                  id="bad-extra-columns"),
     pytest.param(_edit('name = "sales"', 'name = "Sales"'), "name", "must match", id="name-bad-pattern"),
+    pytest.param(_edit('series_keys = ["store_id"]', "series_keys = []"), "series_keys", "constant column",
+                 id="no-series-keys"),
     pytest.param(_edit('name = "sales"', 'name = "other"'), "name", "file name", id="name-file-mismatch"),
 ]
 

@@ -187,6 +187,10 @@ def parse_contract(path: Path) -> Contract:
     if columns[time_column] == pl.Date() and period % timedelta(days=1) != timedelta(0):
         raise _fail(path, "time_column", f"frequency {frequency!r} is shorter than a day: it needs a Datetime time column")
     keys = tuple(column_ref("series_keys", k) for k in need("series_keys", list))
+    if not keys:
+        # features, backtests and forecasts are computed per series; one series is a constant key
+        raise _fail(path, "series_keys", "needs at least one column; for a single series declare a constant "
+                    "column (e.g. series = \"String\", the same value in every row) and name it here")
     target = column_ref("target", need("target", str))
     if not columns[target].is_numeric():
         raise _fail(path, "target", f"column {target!r} must be numeric")
