@@ -9,8 +9,8 @@ Why. A Prefect server on SQLite froze for 60 s at a time under freshet's bursts 
 request timed out, ``freshet emit`` failed with ``EmitError``, triggered runs started a
 minute late). ``py-spy dump --native`` of the frozen server showed the deadlock:
 
-- the event loop's thread, in the garbage collector, finalising a cursor whose last
-  statement had failed ("database is locked"): CPython resets the statement, and
+- the event loop's thread, in the garbage collector, finalising a cursor left unclosed when
+  its statement raised (such as "database is locked"): CPython resets the statement, and
   ``sqlite3_reset`` waits for the connection's mutex;
 - that connection's aiosqlite thread holds the mutex: it is in ``sqlite3_step``, in
   SQLite's busy handler, waiting for the write lock (``PRAGMA busy_timeout = 60000``);
