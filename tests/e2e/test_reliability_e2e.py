@@ -23,6 +23,7 @@ import pytest
 from tests.e2e.stack import AUTH, E2E, REPO, poll, write_contract
 from freshet import events
 from freshet.modeling import registry
+from freshet.ops.stack import alive
 from freshet.data.generate import generate_retail_sales
 from freshet.data.lake import Lake
 
@@ -170,6 +171,11 @@ def _kill_runners(e2e: E2E) -> None:
     state = e2e.stack.state()
     for name in e2e.stack.worker_names():
         os.killpg(state[name]["pid"], signal.SIGKILL)
+    # SIGKILL is asynchronous: a process holding a large frame takes a moment to exit, and until it
+    # has, `freshet up` (the restart below) sees it alive and starts no new one
+    for name in e2e.stack.worker_names():
+        poll(f"{name} (pid {state[name]['pid']}) to exit after SIGKILL", lambda name=name: not alive(state[name]), 30,
+             every=0.05)
 
 
 @pytest.mark.topologies("sqlite", "scale")  # serve on SQLite, process workers on scale
