@@ -12,7 +12,6 @@ one's 1 M-row training for the 2 cores (in production both run; see BENCHMARKS.m
 from __future__ import annotations
 
 import os
-import shutil
 import time
 from datetime import datetime, timedelta
 from typing import Any

@@ -285,7 +285,6 @@ def train(dataset: str = "retail_sales", uris: list[str] | None = None, event_id
         event_id: Id of the triggering event (for lineage); filled in by the automation.
         force: Train even when a model for exactly this data already exists.
     """
-    log = get_run_logger()
     settings = get_settings()
     contract = load_contract(dataset, settings.contracts_dir)
     lake = Lake.from_settings(settings)

@@ -34,11 +34,10 @@ import signal
 import socket
 import stat
 import subprocess
-import time
 from pathlib import Path
 
 from freshet.ops.stack import (
-    SERVER_ENV, WORKER_ENV, Stack, StackError, _prefect_executable, _start_time, alive, free_port, healthy,
+    SERVER_ENV, WORKER_ENV, Stack, StackError, _prefect_executable, _terminate_group, alive, free_port, healthy,
     port_in_use, project_root, wait_until,
 )
 
@@ -89,29 +88,6 @@ def _redis_ping(port: int) -> bool:
             return s.recv(16).startswith(b"+PONG")
     except OSError:
         return False
-
-
-def _stop_group(pid: int, sig: int = signal.SIGTERM, grace: float = 20.0) -> None:
-    """Signal a process group we started; SIGKILL it after ``grace`` seconds."""
-    try:
-        os.killpg(pid, sig)
-    except ProcessLookupError:
-        return
-    deadline = time.monotonic() + grace
-    while time.monotonic() < deadline:
-        try:
-            os.waitpid(pid, os.WNOHANG)  # reap if it is our child
-        except ChildProcessError:
-            pass
-        try:
-            os.killpg(pid, 0)
-        except ProcessLookupError:
-            return
-        time.sleep(0.2)
-    try:
-        os.killpg(pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
 
 
 class ScaleStack(Stack):
@@ -237,14 +213,6 @@ class ScaleStack(Stack):
         wait_until(f"waiting for API server {name}'s health check", lambda: healthy(self.api_url(name), auth=auth),
                    240, f"See {self.dir / (name + '.log')}.", out=out)
 
-    def _spawn(self, name: str, cmd: list[str], env: dict[str, str], cwd: Path, **popen) -> dict:
-        log = open(self.dir / f"{name}.log", "ab")
-        proc = subprocess.Popen(cmd, env=env, cwd=cwd, stdout=log, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL, start_new_session=True, **popen)
-        log.close()
-        time.sleep(0.05)
-        return {"pid": proc.pid, "start_time": _start_time(proc.pid), "cmd": cmd[:4]}
-
     def up(self, out=print) -> str:
         """Start whatever of the topology is not running; deploy; return the clients' API URL."""
         problems = missing_requirements(self.settings)
@@ -286,7 +254,7 @@ class ScaleStack(Stack):
             if proc:
                 out(f"{name} (pid {proc['pid']}) is not running")
             return None
-        _stop_group(proc["pid"], signal.SIGINT if name == "postgres" else signal.SIGTERM)
+        _terminate_group(proc["pid"], signal.SIGINT if name == "postgres" else signal.SIGTERM, grace=20.0)
         out(f"stopped {name} (pid {proc['pid']})")
         return proc["pid"]
 

@@ -205,10 +205,10 @@ class Stack:
                                             or os.environ.get("PREFECT_UI_API_URL") or self.api_url())
         return env
 
-    def _spawn(self, name: str, cmd: list[str], env: dict[str, str], cwd: Path) -> dict:
+    def _spawn(self, name: str, cmd: list[str], env: dict[str, str], cwd: Path, **popen) -> dict:
         log = open(self.dir / f"{name}.log", "ab")
         proc = subprocess.Popen(cmd, env=env, cwd=cwd, stdout=log, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL, start_new_session=True)
+                                stdin=subprocess.DEVNULL, start_new_session=True, **popen)
         log.close()
         time.sleep(0.05)
         return {"pid": proc.pid, "start_time": _start_time(proc.pid), "cmd": cmd[:4]}
@@ -356,9 +356,10 @@ def deploy(env: dict[str, str], root: Path, logdir: Path) -> None:
     _run([sys.executable, "deployments/automations.py"], env, root, logdir)
 
 
-def _terminate_group(pid: int, grace: float = 15.0) -> None:
+def _terminate_group(pid: int, sig: int = signal.SIGTERM, grace: float = 15.0) -> None:
+    """Signal a process group we started (``sig``, SIGTERM by default); SIGKILL it after ``grace`` seconds."""
     try:
-        os.killpg(pid, signal.SIGTERM)
+        os.killpg(pid, sig)
     except ProcessLookupError:
         return
     deadline = time.monotonic() + grace
