@@ -2,8 +2,10 @@
 
     python -m freshet.ops.prefect_server start --host 127.0.0.1 --port 4200
 
-Same arguments as ``prefect server start``. The fix: a SQLite cursor is finalised on its
-connection's own thread, never on the event loop's.
+Same arguments as ``prefect server start``. Two fixes, for SQLite only (PostgreSQL is
+untouched): a SQLite cursor is finalised on its connection's own thread, never on the event
+loop's (the freeze below); and every transaction Prefect begins takes SQLite's write lock
+at once (:func:`immediate_transactions`: no more instant "database is locked" 503s).
 
 Why. A Prefect server on SQLite froze for 60 s at a time under freshet's bursts (every
 request timed out, ``freshet emit`` failed with ``EmitError``, triggered runs started a
@@ -59,8 +61,36 @@ def close_cursors_on_their_thread() -> None:
     Cursor._freshet_closes_on_its_thread = True
 
 
+def immediate_transactions() -> None:
+    """Patch Prefect's SQLite configuration: every transaction it begins starts with ``BEGIN IMMEDIATE``.
+
+    Prefect begins most write transactions ``DEFERRED``. One that reads first and writes
+    after another connection has committed (``create_flow_run`` from a deployment reads the
+    deployment, then inserts the run) cannot take the write lock from its stale snapshot:
+    SQLite fails it at once with "database is locked", without waiting (its busy handler is
+    not consulted), and the API answers 503. Prefect's client retries that after 2 s (the
+    2 s "created" of triggered runs on SQLite in BENCHMARKS.md); the UI does not, and its
+    Submit shows "Unknown error while creating flow run.". ``IMMEDIATE`` takes the write
+    lock at ``BEGIN``, so a second writer waits in the busy handler (on its connection's
+    thread, never the event loop's) instead of failing. Prefect already does this for the
+    transactions it marks ``with_for_update``; reads outside a transaction are unchanged.
+    """
+    from prefect.server.database.configurations import AioSqliteConfiguration
+
+    if getattr(AioSqliteConfiguration, "_freshet_immediate", False):
+        return
+    begin = AioSqliteConfiguration.begin_transaction
+
+    def begin_transaction(self, session, with_for_update: bool = False):
+        return begin(self, session, with_for_update=True)
+
+    AioSqliteConfiguration.begin_transaction = begin_transaction
+    AioSqliteConfiguration._freshet_immediate = True
+
+
 def main(argv: list[str] | None = None) -> int:
     close_cursors_on_their_thread()
+    immediate_transactions()
     from prefect.cli import app
 
     sys.argv = ["prefect", "server", *(sys.argv[1:] if argv is None else argv)]
