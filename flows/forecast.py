@@ -31,11 +31,11 @@ from freshet.data.ingestion import admit_file, load_curated, read_manifest, unad
 from freshet.data.lake import Lake
 from freshet.locks import dataset_lock
 from freshet.modeling import publish, registry
-from freshet.modeling.forecast import MODEL, SEASONAL_NAIVE, forecast_frame, known_in_advance
+from freshet.modeling.forecast import MODEL, SEASONAL_NAIVE, coverage, forecast_frame, format_coverage, known_in_advance
 from freshet.settings import Settings, get_settings
 
 class MissingFutureValues(RuntimeError):
-    """No series has the future values of the known-in-advance columns a model forecast needs."""
+    """No series could be forecast: every one was retired or left out under ``on_missing_future = "skip"``."""
 
 
 @task(name="admit-pending", cache_policy=NO_CACHE)
@@ -149,12 +149,14 @@ def forecast_once(contract: Contract, settings: Settings, event_id: str | None) 
     method = MODEL if champ else SEASONAL_NAIVE
     if frame.height == 0:
         raise MissingFutureValues(
-            f"{dataset}: no series can be forecast: all {missing.height} were left out "
-            f"({'; '.join(sorted(set(missing['reason'])))}) for the {contract.horizon} periods after {watermark}; "
-            f"future values of {', '.join(known_in_advance(contract)) or '-'} go "
+            f"{dataset}: no series was forecast: all {missing.height} were left out "
+            f"({'; '.join(sorted(set(missing['reason'])))}) for the {contract.horizon} periods after {watermark} "
+            f"(the contract's retire_after and on_missing_future decide this); future values of "
+            f"{', '.join(known_in_advance(contract)) or '-'} go "
             f"under {future_lake(lake).uri(future_lake(lake).landing_dir(dataset))}/ (the contract's columns without "
             f"{contract.target!r}); nothing was filled in or published")
     issued_at = datetime.now(timezone.utc)
+    shares = coverage(frame, missing, contract)
     out = frame.with_columns(
         pl.lit(version).alias("model_version"),
         pl.lit(str(watermark)).alias("data_watermark"),
@@ -165,6 +167,7 @@ def forecast_once(contract: Contract, settings: Settings, event_id: str | None) 
         "method": method, "watermark": str(watermark), "issued_at": issued_at.isoformat(), "rows": out.height,
         "series": out.select(contract.series_keys).n_unique() if out.height else 0,
         "missing_series": missing.height, "missing_example": missing.head(10).to_dicts(),
+        "coverage": shares, "quantiles": list(contract.quantiles),
         "data_fingerprint": data_fp, "future_fingerprint": future_fp, "files": len(entries),
         "horizon": contract.horizon, "event_id": event_id, "flow_run_id": str(flow_run.get_id() or ""),
         "timings": timings,
@@ -175,10 +178,10 @@ def forecast_once(contract: Contract, settings: Settings, event_id: str | None) 
     if not moved:
         log.warning("a newer forecast is already the latest; %s is kept but latest.json stays", path)
     payload = events.forecast_payload(dataset, version, method, str(watermark), out.height, lake.uri(path), fid,
-                                      missing.height, event_id)
+                                      missing.height, event_id, shares)
     _emit(events.build_event(events.FORECAST_PUBLISHED, dataset, payload, [fid]))
     result = {"dataset": dataset, "status": "published", **{k: pointer[k] for k in (
-        "forecast_id", "uri", "model_version", "method", "watermark", "rows", "series", "missing_series")},
+        "forecast_id", "uri", "model_version", "method", "watermark", "rows", "series", "missing_series", "coverage")},
         "timings": timings, "missing": missing.to_dicts()}
     _publish_artifacts(contract, history, out, missing, pointer)
     return result
@@ -190,10 +193,18 @@ def _publish_artifacts(contract: Contract, history: pl.DataFrame, out: pl.DataFr
     label = "seasonal naive (no champion yet)" if pointer["method"] == SEASONAL_NAIVE else f"model {pointer['model_version']}"
     create_table_artifact(key=key, table=out.head(50).with_columns(cs.temporal().cast(pl.String)).to_dicts(),
                           description=f"First rows of the {contract.name} forecast by {label}")
-    png = publish.chart_png(history, out, list(contract.series_keys), contract.time_column, contract.target)
+    png = publish.chart_png(history, out, list(contract.series_keys), contract.time_column, contract.target,
+                            quantiles=contract.quantiles)
     missing_text = (f"**{missing.height} series were not forecast** ({'; '.join(sorted(set(missing['reason'])))}), "
-                    f"e.g. {missing.head(10).to_dicts()}" if missing.height else
-                    "Every series was forecast.")
+                    f"e.g. {missing.drop('retired').head(10).to_dicts()}" if missing.height else
+                    "Every series was forecast, every period.")
+    shares = pointer["coverage"]
+    by_method = "\n".join(f"| {m} | {100 * v:.1f}% |" for m, v in shares.items())
+    ladder = out.filter(pl.col("method") != MODEL).select(*contract.series_keys, contract.time_column, "method",
+                                                           "method_detail").head(10)
+    ladder_text = "" if ladder.height == 0 else "\n\nRows not made by the model as trained (first 10):\n\n" + "\n".join(
+        f"- {', '.join(f'{k}={r[k]}' for k in contract.series_keys)} {r[contract.time_column]}: {r['method']} "
+        f"({r['method_detail']})" for r in ladder.iter_rows(named=True))
     md = f"""# {contract.name}: forecast {pointer['forecast_id']}
 
 | | |
@@ -203,8 +214,13 @@ def _publish_artifacts(contract: Contract, history: pl.DataFrame, out: pl.DataFr
 | issued at | {pointer['issued_at']} |
 | rows / series | {pointer['rows']} / {pointer['series']} |
 | file | `{pointer['uri']}` |
+| quantiles | {', '.join(f'p{100 * q:g}' for q in pointer['quantiles'])} (band: the outermost pair) |
 
-{missing_text}
+| method | share of series x periods |
+|---|---|
+{by_method}
+
+{missing_text}{ladder_text}
 
 ![actuals and forecast](data:image/png;base64,{base64.b64encode(png).decode()})
 """
@@ -250,9 +266,7 @@ def forecast(dataset: str = "retail_sales", uris: list[str] | None = None, event
     what = "seasonal naive (no champion yet)" if last["method"] == SEASONAL_NAIVE else f"model {last['model_version']}"
     gap = ""
     if last["missing_series"]:
-        gap = (f"; {last['missing_series']} series NOT forecast (future values of "
-               f"{', '.join(known_in_advance(contract)) or '-'} go under future/landing/{dataset}/), "
-               f"e.g. {last['missing'][:5]}")
+        gap = f"; {last['missing_series']} series NOT forecast, e.g. {last['missing'][:5]}"
     print(f"forecast {dataset}: published {last['rows']} rows for {last['series']} series by {what}, data to "
-          f"{last['watermark']}, at {last['uri']}{gap}")
+          f"{last['watermark']}, at {last['uri']}; coverage {format_coverage(last['coverage'])}{gap}")
     return {k: v for k, v in last.items() if k != "missing"} | {"rounds": len(results)}

@@ -75,8 +75,9 @@ def rejected_payload(dataset: str, uri: str, content_hash: str | None, reasons: 
 
 
 def forecast_payload(dataset: str, model_version: str, method: str, watermark: str, rows: int, uri: str,
-                     forecast_id: str, missing_series: int, event_id: str | None) -> dict[str, Any]:
-    """Payload of ``forecast.published``."""
+                     forecast_id: str, missing_series: int, event_id: str | None,
+                     coverage: dict[str, float] | None = None) -> dict[str, Any]:
+    """Payload of ``forecast.published`` (``coverage``: share of series x periods by method)."""
     return {
         "dataset": dataset,
         "model_version": model_version,
@@ -86,6 +87,7 @@ def forecast_payload(dataset: str, model_version: str, method: str, watermark: s
         "uri": uri,
         "forecast_id": forecast_id,
         "missing_series": missing_series,
+        "coverage": coverage or {},
         "event_id": event_id,
     }
 

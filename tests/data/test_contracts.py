@@ -168,7 +168,30 @@ MALFORMED = [
     pytest.param(_edit('series_keys = ["store_id"]', "series_keys = []"), "series_keys", "constant column",
                  id="no-series-keys"),
     pytest.param(_edit('name = "sales"', 'name = "other"'), "name", "file name", id="name-file-mismatch"),
+    pytest.param(_edit("horizon = 7", "horizon = 7\nquantiles = [0.1, 1.0]"), "quantiles", "strictly between 0 and 1",
+                 id="quantile-one"),
+    pytest.param(_edit("horizon = 7", "horizon = 7\nquantiles = [-0.1, 0.5]"), "quantiles", "strictly between",
+                 id="quantile-negative"),
+    pytest.param(_edit("horizon = 7", "horizon = 7\nquantiles = [0.1, 0.9, 0.1]"), "quantiles", "twice",
+                 id="quantile-duplicate"),
+    pytest.param(_edit("horizon = 7", 'horizon = 7\nquantiles = ["p90"]'), "quantiles", "strictly between",
+                 id="quantile-string"),
+    pytest.param(_edit("horizon = 7", "horizon = 7\nquantiles = []"), "quantiles", "non-empty", id="quantiles-empty"),
+    pytest.param(_edit("horizon = 7", 'horizon = 7\nretire_after = "6d"'), "retire_after", "shorter than the horizon",
+                 id="retire-short"),
+    pytest.param(_edit("horizon = 7", 'horizon = 7\nretire_after = "soon"'), "retire_after", "duration",
+                 id="retire-bad"),
+    pytest.param(_edit("horizon = 7", 'horizon = 7\non_missing_future = "zero"'), "on_missing_future", "zero",
+                 id="bad-on-missing-future"),
 ]
+
+
+def test_forecast_settings_default_and_parse(tmp_path: Path) -> None:
+    plain = parse_contract(write(tmp_path, GOOD.format(name="sales")))
+    assert (plain.quantiles, plain.on_missing_future, plain.retire_after_periods) == ((0.1, 0.5, 0.9), "missing", None)
+    text = _edit("horizon = 7", 'horizon = 7\nquantiles = [0.95, 0.05]\nretire_after = "2w"\non_missing_future = "fallback"')
+    c = parse_contract(write(tmp_path, text))
+    assert (c.quantiles, c.on_missing_future, c.retire_after_periods) == ((0.05, 0.95), "fallback", 14)
 
 
 @pytest.mark.parametrize(("text", "fld", "why"), MALFORMED)

@@ -1,7 +1,8 @@
-"""forecast_frame on hand-made frames: horizon rows after the watermark, no future target read, known exogenous required."""
+"""forecast_frame on hand-made frames: every series and period, the ladder's labels, ranges, no future target read."""
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import date, datetime, timedelta
 
 import numpy as np
@@ -57,7 +58,8 @@ def test_seasonal_naive_forecasts_the_value_one_season_back() -> None:
     df = history(days=30)
     out, skipped = FC.forecast_frame(df, DAILY, None, None)
     wm = df["day"].max()
-    assert out.columns == ["shop", "day", "forecast", "method"] and skipped.height == 0
+    assert out.columns == ["shop", "day", "forecast", "p10", "p50", "p90", "method", "method_detail", "stale_periods"]
+    assert skipped.height == 0 and out["method_detail"].str.starts_with("value 1 season(s) back; no champion").all()
     assert out.height == 2 * DAILY.horizon and set(out["method"]) == {"seasonal_naive"}
     assert out["day"].unique().sort().to_list() == [wm + timedelta(days=k) for k in (1, 2, 3)]
     a = out.filter(pl.col("shop") == "a").sort("day")
@@ -95,14 +97,36 @@ def test_no_target_value_after_the_watermark_is_read(trained) -> None:
     assert not np.allclose(moved["forecast"].to_numpy(), clean["forecast"].to_numpy())
 
 
-def test_a_series_without_future_known_values_is_left_out_and_named(trained) -> None:
+@pytest.mark.parametrize("policy", ["missing", "fallback", "skip"])
+def test_a_missing_future_known_value_follows_the_contracts_policy_and_is_labelled(trained, policy: str) -> None:
     df, result = trained
-    fut = future(df).filter(~((pl.col("shop") == "b") & (pl.col("day") == pl.col("day").max())))
-    out, skipped = FC.forecast_frame(df, DAILY, result.booster, result.meta, future=fut)
-    assert set(out["shop"]) == {"a"} and out.height == 3
-    assert skipped["shop"].to_list() == ["b"] and "known exogenous" in skipped["reason"][0]
-    none, skipped_all = FC.forecast_frame(df, DAILY, result.booster, result.meta, future=None)
-    assert none.height == 0 and sorted(skipped_all["shop"]) == ["a", "b"]
+    contract = dataclasses.replace(DAILY, on_missing_future=policy)
+    last = df["day"].max() + timedelta(days=3)
+    fut = future(df).filter(~((pl.col("shop") == "b") & (pl.col("day") == last)))
+    out, skipped = FC.forecast_frame(df, contract, result.booster, result.meta, future=fut)
+    a, b = (out.filter(pl.col("shop") == s).sort("day") for s in ("a", "b"))
+    assert a["method"].to_list() == ["model"] * 3
+    if policy == "skip":  # left out, and named
+        assert b.height == 0 and skipped["shop"].to_list() == ["b"] and "no future value of promo" in skipped["reason"][0]
+        assert FC.coverage(out, skipped, contract)["not_forecast"] == 0.5
+        return
+    assert skipped.height == 0 and b["method"].to_list()[:2] == ["model", "model"]
+    gap = b.row(2, named=True)
+    if policy == "missing":
+        assert gap["method"] == "model_missing_inputs" and "no future value of promo" in gap["method_detail"]
+    else:
+        week_back = df.filter((pl.col("shop") == "b") & (pl.col("day") == last - timedelta(days=7)))["y"].item()
+        assert gap["method"] == "seasonal_naive" and gap["forecast"] == pytest.approx(week_back)
+        assert "no future value of promo" in gap["method_detail"] and gap["method_detail"].startswith("value 1 season")
+    shares = FC.coverage(out, skipped, contract)
+    assert shares["model"] == pytest.approx(5 / 6) and shares["not_forecast"] == 0
+
+
+def test_without_any_future_values_every_period_is_still_forecast_and_labelled(trained) -> None:
+    df, result = trained
+    out, skipped = FC.forecast_frame(df, DAILY, result.booster, result.meta, future=None)
+    assert skipped.height == 0 and out.height == 6 and set(out["method"]) == {"model_missing_inputs"}
+    assert out["forecast"].is_finite().all()
 
 
 def test_an_unseen_category_is_forecast_as_missing_not_a_crash(trained) -> None:
@@ -115,13 +139,78 @@ def test_an_unseen_category_is_forecast_as_missing_not_a_crash(trained) -> None:
     assert result.meta["feature_spec"]["categories"]["shop"] == ["a", "b"]
 
 
-def test_a_series_without_seasonal_history_is_named_not_filled() -> None:
+def test_a_brand_new_series_gets_the_mean_of_its_values_labelled_fallback_mean() -> None:
     df = history(days=30)
-    fresh = pl.DataFrame({"day": [df["day"].max()], "shop": ["new"], "y": [4.0], "promo": [False], "temp": [1.0]},
-                         schema=DAILY.columns)
+    wm = df["day"].max()
+    fresh = pl.DataFrame({"day": [wm - timedelta(days=1), wm], "shop": ["new", "new"], "y": [4.0, 6.0],
+                          "promo": [False, False], "temp": [1.0, 1.0]}, schema=DAILY.columns)
     out, skipped = FC.forecast_frame(pl.concat([df, fresh]), DAILY, None, None)
-    assert set(out["shop"]) == {"a", "b"}
-    assert skipped["shop"].to_list() == ["new"] and "seasonal lag" in skipped["reason"][0]
+    assert skipped.height == 0 and out.height == 3 * DAILY.horizon
+    new = out.filter(pl.col("shop") == "new")
+    assert new["method"].to_list() == ["fallback_mean"] * 3 and new["forecast"].to_list() == [5.0] * 3
+    assert new["method_detail"][0].startswith("mean of the series' newest 2 value(s): no value 1-8 seasons back")
+    assert set(out.filter(pl.col("shop") != "new")["method"]) == {"seasonal_naive"}
+
+
+def _drop(df: pl.DataFrame, shop: str, days: list[date]) -> pl.DataFrame:
+    return df.filter(~((pl.col("shop") == shop) & pl.col("day").is_in(days)))
+
+
+def test_a_missing_seasonal_lag_value_takes_the_newest_available_season_back() -> None:
+    df = history(days=60)
+    wm = df["day"].max()
+    first = wm + timedelta(days=1)
+    gappy = _drop(df, "a", [first - timedelta(days=7)])
+    out, _ = FC.forecast_frame(gappy, DAILY, None, None)
+    row = out.filter((pl.col("shop") == "a") & (pl.col("day") == first)).row(0, named=True)
+    two_back = df.filter((pl.col("shop") == "a") & (pl.col("day") == first - timedelta(days=14)))["y"].item()
+    assert row["method"] == "seasonal_naive" and row["forecast"] == two_back
+    assert row["method_detail"].startswith("value 2 season(s) back")
+
+
+def test_a_gap_of_several_seasons_reaches_further_back_and_says_how_far() -> None:
+    df = history(days=90)
+    first = df["day"].max() + timedelta(days=1)
+    gappy = _drop(df, "b", [first - timedelta(days=7 * k) for k in (1, 2, 3, 4)])
+    out, _ = FC.forecast_frame(gappy, DAILY, None, None)
+    row = out.filter((pl.col("shop") == "b") & (pl.col("day") == first)).row(0, named=True)
+    five_back = df.filter((pl.col("shop") == "b") & (pl.col("day") == first - timedelta(days=35)))["y"].item()
+    assert row["forecast"] == five_back and row["method_detail"].startswith("value 5 season(s) back")
+
+
+def test_a_stopped_series_is_forecast_by_the_ladder_and_flagged_then_retired(trained) -> None:
+    df, result = trained
+    wm = df["day"].max()
+    stopped = df.filter((pl.col("shop") == "a") | (pl.col("day") <= wm - timedelta(days=10)))
+    out, skipped = FC.forecast_frame(stopped, DAILY, result.booster, result.meta, future=future(df))
+    b = out.filter(pl.col("shop") == "b")
+    assert skipped.height == 0 and b.height == 3 and set(b["stale_periods"]) == {10}
+    assert set(b["method"]) == {"seasonal_naive"} and b["method_detail"].str.contains("stale: the series' newest row "
+                                                                                       "is 10 periods").all()
+    assert set(out.filter(pl.col("shop") == "a")["method"]) == {"model"}
+    assert set(out.filter(pl.col("shop") == "a")["stale_periods"]) == {0}
+    retiring = dataclasses.replace(DAILY, retire_after_periods=10)
+    out, skipped = FC.forecast_frame(stopped, retiring, result.booster, result.meta, future=future(df))
+    assert set(out["shop"]) == {"a"} and skipped["shop"].to_list() == ["b"] and skipped["retired"].to_list() == [True]
+    assert skipped["reason"][0].startswith("retired: no row since")
+    assert FC.coverage(out, skipped, retiring) == {"model": 1.0, "model_missing_inputs": 0.0, "seasonal_naive": 0.0,
+                                                    "fallback_mean": 0.0, "not_forecast": 0.0}
+
+
+@pytest.mark.parametrize("with_model", [False, True])
+def test_the_quantiles_are_monotone_and_bracket_the_point(trained, with_model: bool) -> None:
+    df, result = trained
+    wm = df["day"].max()
+    gappy = pl.concat([_drop(df, "a", [wm + timedelta(days=1) - timedelta(days=7)]),
+                       pl.DataFrame({"day": [wm], "shop": ["new"], "y": [3.0], "promo": [True], "temp": [0.0]},
+                                    schema=DAILY.columns)])
+    booster, meta = (result.booster, result.meta) if with_model else (None, None)
+    out, _ = FC.forecast_frame(gappy, DAILY, booster, meta, future=future(df))
+    assert out.height == 9 and out.select(pl.all().is_null().sum()).drop("method_detail").sum_horizontal().item() == 0
+    assert ((out["p10"] <= out["p50"]) & (out["p50"] <= out["p90"])).all()
+    assert (out["p90"] > out["p10"]).all()  # a real range, not the point repeated
+    assert (out["p10"] <= out["forecast"] + 1e-9).all() and (out["forecast"] <= out["p90"] + 1e-9).all()
+    assert (out["p10"] >= 0).all()  # the target is never negative: the range is clipped like the point
 
 
 def test_hourly_forecast_steps_by_the_hour_after_the_watermark() -> None:

@@ -210,3 +210,22 @@ def test_any_valid_contract_trains_with_only_finite_features(case) -> None:
     assert per_series["len"].max() is None or per_series["len"].max() <= contract.horizon
     assert complete.join(per_series.filter(pl.col("len") == contract.horizon), on=keys, how="anti").height == 0
     assert out["forecast"].is_finite().all()
+
+
+def test_the_backtest_calibrates_a_range_that_covers_later_actuals_at_about_its_nominal_rate() -> None:
+    full = generate_retail_sales(stores=4, items=6, days=187)
+    cut = full["date"].max() - timedelta(days=RETAIL.horizon)
+    history, later = full.filter(pl.col("date") <= cut), full.filter(pl.col("date") > cut)
+    result = T.train_model(history, RETAIL, None, FAST)
+    iv = result.meta["intervals"]
+    assert iv["quantiles"] == [0.1, 0.5, 0.9] and iv["table"]["rows"] == result.scores["model"]["rows"]
+    assert 0.6 <= iv["coverage"]["p10-p90"]["empirical"] <= 0.95  # cross-fitted over the 4 windows
+    assert all(w["intervals"]["coverage"]["p10-p90"]["nominal"] == 0.8 for w in result.meta["backtest"]["windows"])
+    assert "intervals" not in result.meta["metrics"]  # the table stays out of events' metrics
+    future = later.select(*RETAIL.series_keys, "date", "price", "on_promo")
+    out, _ = FC.forecast_frame(history, RETAIL, result.booster, result.meta, future=future)
+    got = out.join(later, on=[*RETAIL.series_keys, "date"])
+    # the generator leaves out 2% of days: those rows have no actual, and no future price either
+    assert out.height == 24 * 7 and got.height == later.height and set(out["method"]) <= {"model", "model_missing_inputs"}
+    inside = ((got["units_sold"] >= got["p10"]) & (got["units_sold"] <= got["p90"])).mean()
+    assert 0.6 <= inside <= 0.95, inside

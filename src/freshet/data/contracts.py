@@ -42,6 +42,9 @@ FREQUENCIES = {alias: _UNITS[dur[-1]] * int(dur[:-1]) for alias, dur in FREQUENC
 OBJECTIVES = ("squared_error", "absolute_error", "poisson", "tweedie")
 TARGET_TRANSFORMS = ("auto", "none", "seasonal_difference", "level_scale")
 BACKTEST_WINDOWS = 4  # default rolling-origin windows of ``horizon`` periods each
+DEFAULT_QUANTILES = (0.1, 0.5, 0.9)
+# What a forecast does for a period whose known-in-advance input has no future value (see modeling.forecast).
+ON_MISSING_FUTURE = ("missing", "fallback", "skip")
 RULE_KEYS = {"non_null", "min", "max", "allowed"}
 
 
@@ -102,6 +105,9 @@ class Contract:
     validation_periods: int | None = None   # early-stopping span before it; None: see ``default_validation``
     extra_columns: str = "reject"
     staleness_hours: float = 48.0
+    quantiles: tuple[float, ...] = DEFAULT_QUANTILES  # forecast quantile columns (p10, p50, p90)
+    on_missing_future: str = "missing"      # a known input without a future value: missing | fallback | skip
+    retire_after_periods: int | None = None  # series with no row for this long are no longer forecast
     description: str = ""
     source: str = ""
     fingerprint: str = ""
@@ -235,6 +241,27 @@ def parse_contract(path: Path) -> Contract:
     extra = raw.get("extra_columns", "reject")
     if extra not in ("reject", "ignore"):
         raise _fail(path, "extra_columns", f"{extra!r}; use 'reject' or 'ignore'")
+    quantiles = raw.get("quantiles", list(DEFAULT_QUANTILES))
+    if not isinstance(quantiles, list) or not quantiles:
+        raise _fail(path, "quantiles", f"must be a non-empty list of numbers in (0, 1), got {quantiles!r}")
+    for q in quantiles:
+        if isinstance(q, bool) or not isinstance(q, (int, float)) or not 0 < q < 1:
+            raise _fail(path, "quantiles", f"{q!r} is not a number strictly between 0 and 1")
+    if len(set(quantiles)) != len(quantiles):
+        raise _fail(path, "quantiles", f"{quantiles!r} lists a quantile twice")
+    on_missing = raw.get("on_missing_future", "missing")
+    if on_missing not in ON_MISSING_FUTURE:
+        raise _fail(path, "on_missing_future", f"{on_missing!r}; use one of {list(ON_MISSING_FUTURE)}")
+    retire_after = None
+    if "retire_after" in raw:
+        try:
+            retire = parse_duration(raw["retire_after"])
+        except ValueError as exc:
+            raise _fail(path, "retire_after", str(exc)) from None
+        if retire < period * horizon:
+            raise _fail(path, "retire_after", f"{raw['retire_after']!r} is shorter than the horizon ({horizon} periods "
+                        f"of {frequency!r}): a series would be retired while its last forecast is still running")
+        retire_after = -(-retire // period)
     staleness = raw.get("staleness_hours", 48)
     if not isinstance(staleness, (int, float)) or staleness <= 0:
         raise _fail(path, "staleness_hours", "must be a positive number")
@@ -280,6 +307,9 @@ def parse_contract(path: Path) -> Contract:
         validation_periods=spans["validation"],
         extra_columns=extra,
         staleness_hours=float(staleness),
+        quantiles=tuple(sorted(float(q) for q in quantiles)),
+        on_missing_future=on_missing,
+        retire_after_periods=retire_after,
         description=str(raw.get("description", "")),
         source=str(path),
         fingerprint=hashlib.sha256(path.read_bytes()).hexdigest()[:16],

@@ -18,6 +18,7 @@ from typing import Any
 import polars as pl
 
 from freshet.data.lake import Lake
+from freshet.modeling.intervals import quantile_column
 
 LATEST = "latest.json"
 
@@ -42,10 +43,6 @@ def read_latest(lake: Lake, dataset: str) -> dict[str, Any] | None:
     return lake.read_json(path) if lake.exists(path) else None
 
 
-def list_forecasts(lake: Lake, dataset: str) -> list[str]:
-    return lake.list(lake.forecasts_dir(dataset), suffix=".parquet")
-
-
 def write_forecast(lake: Lake, path: str, frame: pl.DataFrame) -> None:
     """Publish the forecast parquet atomically."""
     with tempfile.TemporaryDirectory(prefix="freshet-forecast-") as work:
@@ -66,8 +63,8 @@ def read_forecast(lake: Lake, pointer: dict[str, Any]) -> pl.DataFrame:
 
 
 def chart_png(history: pl.DataFrame, forecast: pl.DataFrame, keys: list[str], time_column: str, target: str,
-              series: int = 4, periods: int = 56) -> bytes:
-    """A PNG of the newest actuals and the forecast for the first few series (headless matplotlib)."""
+              series: int = 4, periods: int = 56, quantiles: tuple[float, ...] = ()) -> bytes:
+    """A PNG of the newest actuals, the forecast and its band (the outermost ``quantiles``) for the first few series."""
     import io
 
     import matplotlib
@@ -82,8 +79,13 @@ def chart_png(history: pl.DataFrame, forecast: pl.DataFrame, keys: list[str], ti
         past = history.filter(match).sort(time_column).tail(periods)
         ahead = forecast.filter(match).sort(time_column)
         ax.plot(past[time_column].to_list(), past[target].to_list(), color="#444", label="actual")
+        if len(quantiles) >= 2 and ahead.height:
+            lo, hi = quantile_column(min(quantiles)), quantile_column(max(quantiles))
+            ax.fill_between(ahead[time_column].to_list(), ahead[lo].to_list(), ahead[hi].to_list(), color="#d62728",
+                            alpha=0.2, label=f"{lo}-{hi}")
+        methods = ", ".join(ahead["method"].unique(maintain_order=True).to_list()) if ahead.height else "-"
         ax.plot(ahead[time_column].to_list(), ahead["forecast"].to_list(), color="#d62728", marker=".",
-                label=f"forecast ({ahead['method'][0] if ahead.height else '-'})")
+                label=f"forecast ({methods})")
         ax.set_title(", ".join(f"{k}={v}" for k, v in row.items()), fontsize=9)
         ax.legend(fontsize=7, loc="upper left")
     fig.tight_layout()

@@ -34,6 +34,7 @@ import xgboost as xgb
 
 from freshet.data.contracts import Contract
 from freshet.modeling import features as F
+from freshet.modeling import intervals as I
 from freshet.modeling import model as M
 from freshet.modeling.forecast import lookback_periods, model_frame, predict_target, spec_of
 
@@ -173,6 +174,13 @@ def _window_index(contract: Contract, max_time) -> pl.Expr:
     return (age // span_us).cast(pl.Int64)
 
 
+def _step_index(contract: Contract, max_time) -> pl.Expr:
+    """The horizon step (1..horizon) of a backtest row within its window (``_window_index``)."""
+    span_us = contract.period // timedelta(microseconds=1)
+    age = ((pl.lit(max_time) - pl.col(contract.time_column)).dt.total_microseconds() // span_us).cast(pl.Int64)
+    return (contract.horizon - age % contract.horizon).cast(pl.Int64)
+
+
 def champion_predictions(prep: Prepared, champion: tuple[xgb.Booster, dict[str, Any]] | None,
                          rows: pl.DataFrame) -> tuple[np.ndarray | None, str | None]:
     """The champion's forecasts of ``rows`` (keys and times), from features of its own spec; None with a reason if impossible."""
@@ -211,10 +219,11 @@ def backtest(prep: Prepared, chosen: Candidate, champion: tuple[xgb.Booster, dic
         mark = _watermark(champion[1], c)
         if mark is not None:
             unseen = pl.col(c.time_column) > pl.lit(mark, dtype=c.columns[c.time_column])
-    scored = rows.select(c.time_column, c.target, F.BASELINE).with_columns(
+    scored = rows.select(*c.series_keys, c.time_column, c.target, F.BASELINE).with_columns(
         pl.Series("model", model, dtype=pl.Float64),
         pl.Series("champion", champ if champ is not None else np.full(rows.height, np.nan), dtype=pl.Float64),
         _window_index(c, prep.stats["max"]).alias("window"),
+        _step_index(c, prep.stats["max"]).alias("step"),
         unseen.alias("unseen"),
     )
     # a row without a model forecast (its transform reference is missing) is scored for nobody
@@ -240,11 +249,29 @@ def backtest(prep: Prepared, chosen: Candidate, champion: tuple[xgb.Booster, dic
             out["model_on_champion_rows"] = M.metrics(fresh[c.target].to_numpy(), fresh["model"].to_numpy())
         return out
 
+    pooled_band, band_by_window, table = calibrate(prep, scored)
     windows = []
     for (w,), part in sorted(scored.group_by("window"), key=lambda kv: -kv[0][0]):
         windows.append({"window": int(w), "start": str(part[c.time_column].min()), "end": str(part[c.time_column].max()),
-                        **three(part)})
-    return three(scored), windows, note
+                        **three(part), "intervals": band_by_window.get(int(w))})
+    return {**three(scored), "intervals": {"quantiles": list(c.quantiles), **pooled_band, "table": table}}, windows, note
+
+
+def calibrate(prep: Prepared, scored: pl.DataFrame) -> tuple[dict, dict[int, dict], dict | None]:
+    """Prediction intervals from the backtest's residuals, scaled per series by its level before the backtest.
+
+    Returns the cross-fitted scores (pooled, per window) and the serving table (see ``freshet.modeling.intervals``).
+    """
+    c = prep.contract
+    before = prep.valid[c.time_column].max() if prep.valid.height else None
+    if before is None or scored.height == 0:
+        return I.score(np.zeros(0), np.zeros((0, 0)), c.quantiles), {}, None
+    # the validation span (at least two seasons) ends just before the backtest: no backtest row sets a scale
+    scale = I.series_scale(prep.valid.select(*c.series_keys, c.time_column, c.target), c, before).collect()
+    got = scored.join(scale, on=list(c.series_keys), how="left", maintain_order="left")
+    return I.cross_fitted(got[c.target].cast(pl.Float64).to_numpy(), got["model"].to_numpy(),
+                          got[I.SCALE].to_numpy(), got["step"].to_numpy(), got["window"].to_numpy(),
+                          c.quantiles, prep.clip_at_zero)
 
 
 def _watermark(meta: dict[str, Any], contract: Contract):
@@ -346,7 +373,8 @@ def finish(prep: Prepared, chosen: Candidate, candidates: list[Candidate], score
                        "holdout_periods": prep.holdout_periods, "validation_periods": prep.validation_periods},
         "candidates": [{"transform": x.transform, "objective": x.objective, "validation": x.validation,
                         "best_iteration": x.fit.best_iteration, "seconds": round(x.fit.seconds, 3)} for x in candidates],
-        "metrics": scores,
+        "metrics": {k: v for k, v in scores.items() if k != "intervals"},
+        "intervals": scores.get("intervals"),
         "backtest": {"windows": windows, "horizon": c.horizon, "frequency": c.frequency},
         "decision": {"promote": promote, "reason": reason},
         "rows": {"total": prep.stats["rows"], "train": prep.train.height, "valid": prep.valid.height,

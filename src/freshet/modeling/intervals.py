@@ -1,0 +1,126 @@
+"""Prediction intervals: conformal quantiles of scaled residuals (pure numpy/polars, no I/O).
+
+A forecast's range is its point plus an offset per quantile, in units of the series' scale
+(the mean absolute target over the ``SCALE_SEASONS`` seasons before the forecast origin), so
+one table serves small and large series alike. The offsets are percentiles of residuals
+``(actual - forecast) / scale`` measured where the actuals were not seen by the forecaster:
+the model's rolling-origin backtest (per horizon step when each step has ``MIN_ROWS_PER_STEP``
+rows, else pooled), or the seasonal-naive forecast replayed over recent history. The
+backtest reports coverage and pinball loss cross-fitted (each window's range from the other
+windows' residuals), so the calibration figures are not in-sample.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+from freshet.data.contracts import Contract
+
+GRID = tuple(round(i / 100, 2) for i in range(1, 100))  # the percentiles a table stores
+MIN_ROWS_PER_STEP = 50   # fewer rows at a horizon step: that step uses the pooled percentiles
+SCALE_SEASONS = 2        # a series' scale: mean |target| over this many seasons before the origin
+SCALE = "__scale"
+
+
+def quantile_column(q: float) -> str:
+    """The forecast file's column for quantile ``q``: 0.1 -> ``p10``, 0.025 -> ``p2.5``."""
+    return f"p{q * 100:g}"
+
+
+def series_scale(frame: pl.DataFrame | pl.LazyFrame, contract: Contract, end: Any) -> pl.LazyFrame:
+    """Series keys and ``SCALE``: each series' mean |target| over the ``SCALE_SEASONS`` seasons ending at ``end``."""
+    t, y = pl.col(contract.time_column), pl.col(contract.target).cast(pl.Float64)
+    start = end - contract.period * (SCALE_SEASONS * contract.season_length)
+    return (frame.lazy().filter((t > start) & (t <= end)).group_by(list(contract.series_keys))
+            .agg(y.abs().mean().alias(SCALE)))
+
+
+def residual_table(actual: np.ndarray, forecast: np.ndarray, scale: np.ndarray,
+                   steps: np.ndarray | None = None) -> dict[str, Any] | None:
+    """Percentiles (``GRID``) of scaled residuals, pooled and per horizon step; None without a usable row."""
+    actual, forecast, scale = (np.asarray(a, dtype=np.float64) for a in (actual, forecast, scale))
+    ok = np.isfinite(actual) & np.isfinite(forecast) & np.isfinite(scale) & (scale > 0)
+    if not ok.any():
+        return None
+    r = (actual[ok] - forecast[ok]) / scale[ok]
+    table: dict[str, Any] = {"rows": int(ok.sum()), "pooled": np.quantile(r, GRID).tolist(), "by_step": {}}
+    if steps is not None:
+        s = np.asarray(steps)[ok]
+        for step in np.unique(s):
+            mine = r[s == step]
+            if mine.size >= MIN_ROWS_PER_STEP:
+                table["by_step"][str(int(step))] = np.quantile(mine, GRID).tolist()
+    return table
+
+
+def offsets(table: dict[str, Any], quantiles: tuple[float, ...], steps: np.ndarray | None, rows: int) -> np.ndarray:
+    """Scaled offsets, one row per forecast row and one column per quantile (non-decreasing along each row)."""
+    q = np.asarray(quantiles, dtype=np.float64)
+    out = np.tile(np.interp(q, GRID, table["pooled"]), (rows, 1))
+    if steps is not None and table.get("by_step"):
+        steps = np.asarray(steps)
+        for step, values in table["by_step"].items():
+            mask = steps == int(step)
+            if mask.any():
+                out[mask] = np.interp(q, GRID, values)
+    return np.maximum.accumulate(out, axis=1)
+
+
+def bands(point: np.ndarray, scale: np.ndarray, offs: np.ndarray, clip: bool) -> np.ndarray:
+    """Quantile values ``point + offset * scale`` (rows x quantiles), clipped at zero when ``clip``; monotone."""
+    scale = np.nan_to_num(np.asarray(scale, dtype=np.float64), nan=0.0)
+    out = np.asarray(point, dtype=np.float64)[:, None] + offs * scale[:, None]
+    out = np.maximum.accumulate(out, axis=1)
+    return np.clip(out, 0, None) if clip else out
+
+
+def central_pairs(quantiles: tuple[float, ...]) -> list[tuple[float, float]]:
+    """The symmetric intervals the quantiles form: (0.1, 0.9) is the nominal 80% interval."""
+    qs = set(quantiles)
+    return [(q, round(1 - q, 10)) for q in sorted(qs) if q < 0.5 and round(1 - q, 10) in qs]
+
+
+def score(actual: np.ndarray, values: np.ndarray, quantiles: tuple[float, ...]) -> dict[str, Any]:
+    """Empirical coverage of each central interval and the pinball loss of each quantile (mean, and over mean |y|)."""
+    actual = np.asarray(actual, dtype=np.float64)
+    if actual.size == 0:
+        return {"rows": 0, "coverage": {}, "pinball": {}, "pinball_scaled": None}
+    index = {q: i for i, q in enumerate(quantiles)}
+    cover = {}
+    for lo, hi in central_pairs(quantiles):
+        inside = (actual >= values[:, index[lo]]) & (actual <= values[:, index[hi]])
+        cover[f"{quantile_column(lo)}-{quantile_column(hi)}"] = {
+            "nominal": round(hi - lo, 10), "empirical": float(inside.mean())}
+    pinball = {}
+    for q, i in index.items():
+        diff = actual - values[:, i]
+        pinball[quantile_column(q)] = float(np.maximum(q * diff, (q - 1) * diff).mean())
+    denom = float(np.abs(actual).mean())
+    return {"rows": int(actual.size), "coverage": cover, "pinball": pinball,
+            "pinball_scaled": (sum(pinball.values()) / len(pinball) / denom) if denom else None}
+
+
+def cross_fitted(actual: np.ndarray, forecast: np.ndarray, scale: np.ndarray, steps: np.ndarray,
+                 windows: np.ndarray, quantiles: tuple[float, ...], clip: bool) -> tuple[dict, dict[int, dict], dict | None]:
+    """Backtest calibration: (pooled score, score per window, the serving table from every window).
+
+    Each window's range comes from the other windows' residuals, so no score is in-sample.
+    With a single window there is nothing to cross-fit: the scores are empty.
+    """
+    table = residual_table(actual, forecast, scale, steps)
+    per_window: dict[int, dict] = {}
+    acts, vals = [], []
+    for w in np.unique(windows):
+        mine = windows == w
+        others = residual_table(actual[~mine], forecast[~mine], scale[~mine], steps[~mine])
+        if others is None:
+            continue
+        v = bands(forecast[mine], scale[mine], offsets(others, quantiles, steps[mine], int(mine.sum())), clip)
+        per_window[int(w)] = score(actual[mine], v, quantiles)
+        acts.append(actual[mine])
+        vals.append(v)
+    pooled = score(np.concatenate(acts), np.concatenate(vals), quantiles) if acts else score(np.zeros(0), np.zeros((0, 0)), quantiles)
+    return pooled, per_window, table
