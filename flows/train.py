@@ -237,7 +237,14 @@ def _prefect_version() -> str:
 
 
 def _fmt(m: dict | None, key: str) -> str:
-    return "n/a" if not m else f"{m[key]:.4f}"
+    return "n/a" if not m or m.get(key) is None else f"{m[key]:.4f}"
+
+
+def _coverage(iv: dict | None) -> str:
+    """``p10-p90 78% (nominal 80%)`` for each central interval; n/a without a cross-fitted score."""
+    if not iv or not iv.get("coverage"):
+        return "n/a"
+    return "; ".join(f"{k} {100 * v['empirical']:.0f}% (nominal {100 * v['nominal']:.0f}%)" for k, v in iv["coverage"].items())
 
 
 def _publish_artifacts(contract: Contract, meta: dict[str, Any], outcome: dict[str, Any]) -> None:
@@ -267,10 +274,16 @@ def _publish_artifacts(contract: Contract, meta: dict[str, Any], outcome: dict[s
 |---|---|---|---|
 """ + "\n".join(f"| {r['model']} ({r['version']}) | {r['mae']} | {r['rmse']} | {r['wape']} |" for r in rows) + """
 
-| window | from | to | rows | model WAPE | champion WAPE | seasonal naive WAPE |
-|---|---|---|---|---|---|---|
+| window | from | to | rows | model WAPE | champion WAPE | seasonal naive WAPE | interval coverage | pinball (scaled) |
+|---|---|---|---|---|---|---|---|---|
 """ + "\n".join(f"| {w['window']} | {w['start']} | {w['end']} | {w['model']['rows']} | {_fmt(w['model'], 'wape')} | "
-               f"{_fmt(w['champion'], 'wape')} | {_fmt(w['baseline'], 'wape')} |" for w in meta['backtest']['windows'])
+               f"{_fmt(w['champion'], 'wape')} | {_fmt(w['baseline'], 'wape')} | {_coverage(w.get('intervals'))} | "
+               f"{_fmt(w.get('intervals'), 'pinball_scaled')} |" for w in meta['backtest']['windows']) + f"""
+
+**Prediction intervals** (quantiles {', '.join(f'p{100 * q:g}' for q in (meta.get('intervals') or {}).get('quantiles', []))}):
+conformal, from the backtest's residuals scaled by each series' level; each window's coverage uses only the other
+windows' residuals. Pooled: coverage {_coverage(meta.get('intervals'))}, scaled pinball loss
+{_fmt(meta.get('intervals'), 'pinball_scaled')}."""
     create_markdown_artifact(key=f"{key}-report", markdown=report, description=f"Training report for {contract.name}")
 
 

@@ -71,20 +71,25 @@ def test_without_a_champion_the_seasonal_naive_forecast_is_published_once_and_la
     [name] = forecast_files(lake_env)
     frame = lake_env.read_parquet("forecasts", DATASET, name)
     series = sales.select(KEYS).n_unique()
-    # generated data misses 2% of its days: a period whose seasonal lag is missing is left out, not filled
-    assert 0.9 * series * RETAIL.horizon <= frame.height <= series * RETAIL.horizon
+    # generated data misses 2% of its days: every series still gets every period, each row labelled
+    assert frame.height == series * RETAIL.horizon
     assert set(frame["method"]) == {"seasonal_naive"} and set(frame["model_version"]) == {"seasonal_naive"}
+    assert frame["method_detail"].str.contains("season").all()
+    assert ((frame["p10"] <= frame["p50"]) & (frame["p50"] <= frame["p90"])).all() and (frame["p90"] > frame["p10"]).any()
     assert frame["date"].min() > sales["date"].max() and set(frame["data_watermark"]) == {str(sales["date"].max())}
     # the values are seasonal naive's, computed from the curated rows
     expected, _ = forecast_frame(sales, RETAIL, None, None)
     assert_frame_equal(frame.select(expected.columns), expected, check_dtypes=False)
     latest = lake_env.read_json("forecasts", DATASET, "latest.json")
     assert latest["forecast_id"] in name and latest["method"] == "seasonal_naive" and latest["rows"] == frame.height
+    assert latest["coverage"]["seasonal_naive"] == 1.0 and latest["coverage"]["not_forecast"] == 0.0
     [event] = run_events(flow_run_id(state), events.FORECAST_PUBLISHED)
     assert event.payload["method"] == "seasonal_naive" and event.payload["rows"] == frame.height
     assert event.payload["uri"] == latest["uri"] and event.payload["watermark"] == str(sales["date"].max())
+    assert event.payload["coverage"] == latest["coverage"]
     report = artifact(flow_run_id(state), "freshet-retail-sales-forecast-report")
     assert "seasonal naive" in report.data and "data:image/png;base64," in report.data
+    assert "| seasonal_naive | 100.0% |" in report.data and "Every series was forecast, every period." in report.data
     table = artifact(flow_run_id(state), "freshet-retail-sales-forecast")
     rows = json.loads(table.data) if isinstance(table.data, str) else table.data
     assert rows[0]["method"] == "seasonal_naive" and len(rows) == min(50, frame.height)
@@ -95,7 +100,7 @@ def test_without_a_champion_the_seasonal_naive_forecast_is_published_once_and_la
     assert forecast_files(lake_env) == [name]
 
 
-def test_the_champion_forecasts_with_future_values_and_names_series_without_them(
+def test_the_champion_forecasts_with_future_values_and_labels_periods_without_them(
         prefect_api, lake_env: LakeHandle, sales: pl.DataFrame, caplog) -> None:
     watermark = sales["date"].max()
     history = sales.filter(pl.col("date") <= watermark)
@@ -121,14 +126,19 @@ def test_the_champion_forecasts_with_future_values_and_names_series_without_them
     frame = publish.read_forecast(lake_env.lake, publish.read_latest(lake_env.lake, DATASET))
     expected, missing = forecast_frame(
         history, RETAIL, registry.load_booster(lake_env.lake, DATASET, champ["version"]), champ, future=partial)
-    # the series without future values is named; others may be cut short where a seasonal lag is missing
-    assert missing.filter(pl.col("reason").str.contains("future value")).select(KEYS).rows() == [dropped]
-    assert result["missing_series"] == missing.height and f"{dropped[0]}" in out and "NOT forecast" in out
-    assert frame.join(pl.DataFrame([dropped], schema=KEYS, orient="row"), on=KEYS, how="semi").height == 0
+    # the series without future values is still forecast, every period, labelled with the missing columns
+    assert missing.height == 0 and result["missing_series"] == 0 and frame.height == expected.height
     assert_frame_equal(frame.select(expected.columns), expected, check_dtypes=False)
+    gap = frame.join(pl.DataFrame([dropped], schema=KEYS, orient="row"), on=KEYS, how="semi")
+    assert gap.height == RETAIL.horizon and set(gap["method"]) == {"model_missing_inputs"}
+    assert gap["method_detail"].str.contains("no future value of price, on_promo").all()
     assert set(frame["model_version"]) == {champ["version"]}
+    latest = publish.read_latest(lake_env.lake, DATASET)
+    series = history.select(KEYS).n_unique()
+    assert latest["coverage"]["model_missing_inputs"] == pytest.approx(1 / series, abs=1e-6)
+    assert sum(latest["coverage"].values()) == pytest.approx(1.0) and "coverage model" in out
     report = artifact(flow_run_id(state), "freshet-retail-sales-forecast-report")
-    assert "were not forecast" in report.data and "no future value of a known exogenous column" in report.data
+    assert "| model_missing_inputs |" in report.data and "no future value of price, on_promo" in report.data
 
     quarantined = [json.loads(b) for b in _quarantine_reasons(lake_env)]
     assert len(quarantined) == 1 and quarantined[0]["reasons"][0]["column"] == "price"

@@ -64,16 +64,20 @@ def task_names(run_id: str) -> list[str]:
     return sorted(r.name.rsplit("-", 1)[0] for r in runs)
 
 
-def metrics_artifact(run_id: str) -> list[dict]:
+def run_artifact(run_id: str, key: str, kind: str):
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId, ArtifactFilterKey
 
-    flt = ArtifactFilter(key=ArtifactFilterKey(any_=["freshet-retail-sales-metrics"]),
-                         flow_run_id=ArtifactFilterFlowRunId(any_=[run_id]))
+    flt = ArtifactFilter(key=ArtifactFilterKey(any_=[key]), flow_run_id=ArtifactFilterFlowRunId(any_=[run_id]))
     with get_client(sync_client=True) as client:
         (artifact,) = client.read_artifacts(artifact_filter=flt)
-    assert artifact.type == "table"
-    return json.loads(artifact.data) if isinstance(artifact.data, str) else artifact.data
+    assert artifact.type == kind
+    return artifact.data
+
+
+def metrics_artifact(run_id: str) -> list[dict]:
+    data = run_artifact(run_id, "freshet-retail-sales-metrics", "table")
+    return json.loads(data) if isinstance(data, str) else data
 
 
 def retrain(handle: LakeHandle, meta: dict) -> T.TrainingResult:
@@ -141,6 +145,15 @@ def test_first_training_promotes_and_registers_a_complete_model(prefect_api, any
     table = {row["model"]: row for row in metrics_artifact(run_id)}
     assert table["model"]["version"] == version and table["model"]["wape"] == f"{model['wape']:.4f}"
     assert table["baseline"]["wape"] == f"{baseline['wape']:.4f}" and table["champion"]["wape"] == "n/a"
+
+    # prediction intervals: cross-fitted coverage and pinball loss, pooled and per window, in meta and the report
+    iv = meta["intervals"]
+    assert iv["quantiles"] == [0.1, 0.5, 0.9] and iv["table"]["rows"] == model["rows"]
+    assert 0.5 < iv["coverage"]["p10-p90"]["empirical"] <= 1.0 and iv["pinball_scaled"] > 0
+    assert all(w["intervals"]["coverage"]["p10-p90"]["nominal"] == 0.8 for w in meta["backtest"]["windows"])
+    report = run_artifact(run_id, "freshet-retail-sales-report", "markdown")
+    pooled = f"{100 * iv['coverage']['p10-p90']['empirical']:.0f}% (nominal 80%)"
+    assert "**Prediction intervals** (quantiles p10, p50, p90)" in report and f"Pooled: coverage p10-p90 {pooled}" in report
 
     # and announced the model
     (promoted,) = run_events(run_id, events.MODEL_PROMOTED)
