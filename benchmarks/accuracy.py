@@ -64,6 +64,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "passive")
 from freshet.data.contracts import Contract, parse_contract  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
+QUANTILE_COLUMNS = ("p10", "p50", "p90")  # a method that returns p10 and p90 gets its 80% interval scored
 CONTRACTS = HERE / "contracts"
 FORECAST = "forecast"
 
@@ -212,17 +213,13 @@ def freshet_forecast(history: pl.DataFrame, future: pl.DataFrame, contract: Cont
     from freshet.modeling.training import train_model
     from freshet.settings import Settings
 
-    # The same inputs every method gets: history and future on the complete time grid (a missing
-    # period's target interpolated, exogenous values carried forward). On the raw rows, forecast_frame
-    # skips a series whose window lacks a future exogenous value or whose reference (the value a
-    # season back) is missing: one missing hour in Bikeshare drops a whole day's forecast.
-    t = contract.time_column
-    hist, grid = peer_frames(history, future, contract)
-    hist = hist.drop("unique_id").rename({"ds": t, "y": contract.target}).select(history.columns)
-    grid = grid.drop("unique_id").rename({"ds": t})
-    result = train_model(hist, contract, None, Settings())
-    fc, _skipped = forecast_frame(hist, contract, result.booster, result.meta, future=grid)
-    return fc.select(*contract.series_keys, contract.time_column, FORECAST)
+    # The raw rows, as production has them: no gap is filled. A missing hour is a missing lag for the
+    # model; a period without a future exogenous value is forecast by the ladder and labelled
+    # (forecast_frame never skips a series). The peers get the gap-filled grid they require.
+    result = train_model(history, contract, None, Settings())
+    fc, _skipped = forecast_frame(history, contract, result.booster, result.meta, future=future)
+    bands = [c for c in fc.columns if c in QUANTILE_COLUMNS]
+    return fc.select(*contract.series_keys, contract.time_column, FORECAST, *bands)
 
 
 def _series_id(contract: Contract) -> pl.Expr:
@@ -382,7 +379,7 @@ def backtest(ds: DataSet, frame: pl.DataFrame, contract: Contract, methods: list
                            "windows": [str(w.origin) for w in wins], "methods": {}}
     for name in methods:
         fn = fns[name]
-        seconds, per_window, actual_all, fc_all = [], [], [], []
+        seconds, per_window, actual_all, fc_all, inside_all = [], [], [], [], []
         missing = 0
         try:
             for w in wins:
@@ -391,18 +388,24 @@ def backtest(ds: DataSet, frame: pl.DataFrame, contract: Contract, methods: list
                 start = time.perf_counter()
                 fc = fn(history, future, contract, **kwargs)
                 seconds.append(time.perf_counter() - start)
-                joined = actual.join(fc.select(*keys, t, FORECAST), on=[*keys, t], how="left")
+                bands = [c for c in ("p10", "p90") if c in fc.columns]
+                joined = actual.join(fc.select(*keys, t, FORECAST, *bands), on=[*keys, t], how="left")
                 missing += joined[FORECAST].null_count()
                 joined = joined.filter(pl.col(FORECAST).is_not_null())
                 a = joined[y].to_numpy()
                 f = np.clip(joined[FORECAST].to_numpy(), 0, None)
                 per_window.append(score(a, f)["wape"])
+                if len(bands) == 2:
+                    inside_all.append(((joined[y] >= joined["p10"]) & (joined[y] <= joined["p90"])).to_numpy())
                 actual_all.append(a)
                 fc_all.append(f)
             pooled = score(np.concatenate(actual_all), np.concatenate(fc_all))
+            cover = float(np.concatenate(inside_all).mean()) if inside_all else None
             out["methods"][name] = {**pooled, "missing_forecasts": missing, "seconds": seconds,
-                                    "seconds_median": float(np.median(seconds)), "window_wape": per_window}
+                                    "seconds_median": float(np.median(seconds)), "window_wape": per_window,
+                                    "p10_p90_coverage": cover}
             say(f"{ds.name:>13} {name:>14}: WAPE {pooled['wape']:.4f}  MAE {pooled['mae']:.2f}  "
+                f"{'' if cover is None else f'p10-p90 covers {100 * cover:.1f}%  '}"
                 f"{np.median(seconds):.2f} s/window{f'  ({missing} rows without a forecast)' if missing else ''}")
         except Exception as exc:  # noqa: BLE001 - one method failing must not hide the others
             msg = f"{type(exc).__name__}: {str(exc).splitlines()[0][:300] if str(exc) else ''}"
@@ -434,20 +437,22 @@ def table_rows(results: dict[str, Any]) -> list[list[str]]:
     rows = []
     for name, d in results.get("datasets", {}).items():
         if "error" in d:
-            rows.append([name, "all", "failed: " + d["error"][:80], "", "", "", ""])
+            rows.append([name, "all", "failed: " + d["error"][:80], "", "", "", "", ""])
             continue
         naive = d["methods"].get("seasonal_naive", {}).get("wape")
         for m, r in d["methods"].items():
             if "error" in r:
-                rows.append([name, m, "failed: " + r["error"][:100], "", "", "", ""])
+                rows.append([name, m, "failed: " + r["error"][:100], "", "", "", "", ""])
                 continue
             vs = "" if naive is None or m == "seasonal_naive" else f"{(r['wape'] / naive - 1) * 100:+.0f}%"
-            rows.append([name, m, f"{r['wape']:.4f}", f"{r['mae']:.2f}", vs, f"{r['seconds_median']:.2f}",
+            cover = r.get("p10_p90_coverage")
+            rows.append([name, m, f"{r['wape']:.4f}", "" if cover is None else f"{100 * cover:.1f}%", f"{r['mae']:.2f}",
+                         vs, f"{r['seconds_median']:.2f}",
                          f"{r['rows']:,}" + (f" ({r['missing_forecasts']} missing)" if r["missing_forecasts"] else "")])
     return rows
 
 
-HEAD = ["data set", "method", "WAPE", "MAE", "vs seasonal naive", "fit+forecast s / window (median)", "rows scored"]
+HEAD = ["data set", "method", "WAPE", "p10-p90 covers (nominal 80%)", "MAE", "vs seasonal naive", "fit+forecast s / window (median)", "rows scored"]
 
 
 def render(results: dict[str, Any], markdown: bool = True) -> str:
