@@ -1,4 +1,4 @@
-"""Prediction intervals on hand-made numbers: scaled residual tables, per-step offsets, cross-fitted scores."""
+"""Prediction intervals on hand-made numbers: scaled residual tables, offsets, cross-fitted scores."""
 
 from __future__ import annotations
 
@@ -20,20 +20,10 @@ def test_a_table_is_in_units_of_each_series_scale() -> None:
     noise = rng.normal(0, 1, 4000)
     scale = np.where(np.arange(4000) % 2, 1.0, 100.0)  # two series, one a hundred times larger
     table = I.residual_table(noise * scale, np.zeros(4000), scale)
-    offs = I.offsets(table, QUANTILES, None, 2)
+    offs = I.offsets(table, QUANTILES, 2)
     values = I.bands(np.array([0.0, 0.0]), np.array([1.0, 100.0]), offs, clip=False)
     assert values[0, 2] == pytest.approx(1.2816, abs=0.1) and values[1, 2] == pytest.approx(128.16, abs=10)
     assert values[0, 0] == pytest.approx(-values[0, 2], abs=0.15)
-
-
-def test_steps_with_enough_rows_get_their_own_offsets_the_rest_pooled() -> None:
-    steps = np.repeat([1, 2, 3], [I.MIN_ROWS_PER_STEP, I.MIN_ROWS_PER_STEP, 5])
-    resid = np.where(steps == 2, 10.0, 1.0) * np.tile([-1.0, 1.0], steps.size // 2 + 1)[:steps.size]
-    table = I.residual_table(resid, np.zeros(steps.size), np.ones(steps.size), steps)
-    assert sorted(table["by_step"]) == ["1", "2"]
-    offs = I.offsets(table, QUANTILES, np.array([1, 2, 3]), 3)
-    assert offs[1, 2] > 5 * offs[0, 2] and offs[2, 2] == pytest.approx(np.interp(0.9, I.GRID, table["pooled"]))
-    assert (np.diff(offs, axis=1) >= 0).all()
 
 
 def test_rows_without_a_scale_or_forecast_are_not_used() -> None:
@@ -45,8 +35,8 @@ def test_cross_fitted_coverage_is_not_in_sample() -> None:
     rng = np.random.default_rng(1)
     windows = np.repeat([0, 1, 2, 3], 200)
     actual = rng.normal(0, 1, 800) * np.where(windows == 0, 10, 1) + 50
-    pooled, per_window, table = I.cross_fitted(actual, np.full(800, 50.0), np.ones(800), np.ones(800, dtype=int),
-                                               windows, QUANTILES, clip=False)
+    pooled, per_window, table = I.cross_fitted(actual, np.full(800, 50.0), np.ones(800), windows, QUANTILES,
+                                               clip=False)
     assert per_window[0]["coverage"]["p10-p90"]["empirical"] < 0.3
     assert all(0.8 < per_window[w]["coverage"]["p10-p90"]["empirical"] <= 1.0 for w in (1, 2, 3))
     assert pooled["rows"] == 800 and table["rows"] == 800
@@ -60,3 +50,15 @@ def test_pinball_loss_is_zero_for_a_perfect_quantile_and_grows_with_the_miss() -
     assert perfect["pinball"] == {"p10": 0.0, "p50": 0.0, "p90": 0.0}
     assert off["pinball"]["p10"] == pytest.approx(0.1) and off["pinball"]["p90"] == pytest.approx(0.1)
     assert off["coverage"]["p10-p90"]["empirical"] == 1.0
+
+
+def test_extra_out_of_sample_rows_join_every_table_but_are_never_scored() -> None:
+    rng = np.random.default_rng(2)
+    windows = np.repeat([0, 1, 2, 3], 50)
+    actual = rng.normal(0, 1, 200) * 5 + 50  # the backtest's errors are five times the validation's assumption
+    narrow, _, _ = I.cross_fitted(actual, np.full(200, 50.0), np.ones(200), windows, QUANTILES, clip=False, extra=(np.full(2000, 50.0) + rng.normal(0, 1, 2000),
+                                                                np.full(2000, 50.0), np.ones(2000)))
+    alone, _, table = I.cross_fitted(actual, np.full(200, 50.0), np.ones(200), windows, QUANTILES, clip=False)
+    assert narrow["rows"] == alone["rows"] == 200  # the extra rows are pooled, not scored
+    assert narrow["coverage"]["p10-p90"]["empirical"] < alone["coverage"]["p10-p90"]["empirical"]
+    assert table["rows"] == 200

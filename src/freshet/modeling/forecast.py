@@ -47,8 +47,8 @@ FALLBACK_MEAN = "fallback_mean"
 METHODS = (MODEL, MODEL_MISSING_INPUTS, SEASONAL_NAIVE, FALLBACK_MEAN)
 NOT_FORECAST = "not_forecast"
 LADDER_SEASONS = 8  # seasonal naive looks this many whole seasons back at most (from the first it may use)
-_LAST, _STEP, _SN, _SN_K, _MEAN, _MEAN_N, _MISSING, _MODEL = (
-    "__last", "__step", "__sn", "__sn_k", "__mean", "__mean_n", "__missing", "__model")
+_LAST, _SN, _SN_K, _MEAN, _MEAN_N, _MISSING, _MODEL = (
+    "__last", "__sn", "__sn_k", "__mean", "__mean_n", "__missing", "__model")
 def known_in_advance(contract: Contract) -> list[str]:
     """Exogenous columns whose future values a forecast needs: the contract's known-in-advance ones."""
     return list(contract.known)
@@ -182,8 +182,7 @@ def forecast_frame(history: pl.LazyFrame | pl.DataFrame, contract: Contract, boo
     reach = max(lookback_periods(contract, spec), (F.seasonal_lag(contract) // s + LADDER_SEASONS) * s,
                 I.SCALE_SEASONS * s)
     past = lf.filter((pl.col(t) <= watermark) & (pl.col(t) > watermark - period * (reach + calibration))).collect()
-    times = pl.DataFrame({t: [watermark + period * i for i in range(1, h + 1)], _STEP: list(range(1, h + 1))},
-                         schema={t: contract.columns[t], _STEP: pl.Int64})
+    times = pl.DataFrame({t: [watermark + period * i for i in range(1, h + 1)]}, schema={t: contract.columns[t]})
     grid = last.select(*keys, "stale_periods").join(times, how="cross")
 
     known = list(spec.known) if booster is not None else []
@@ -210,7 +209,7 @@ def forecast_frame(history: pl.LazyFrame | pl.DataFrame, contract: Contract, boo
     clip = bool((meta or {}).get("clip_at_zero", True)) if booster is not None else bool(
         past.height == 0 or past[y].min() >= 0)
     if booster is not None and grid.height:
-        rows = pl.concat([past, grid.drop(_STEP, _MISSING, "stale_periods")], how="diagonal_relaxed")
+        rows = pl.concat([past, grid.drop(_MISSING, "stale_periods")], how="diagonal_relaxed")
         feats = model_frame(rows, contract, spec).filter(pl.col(t) > watermark).collect()
         feats = grid.select(*keys, t).join(feats, on=[*keys, t], how="left", maintain_order="left")
         model_values = predict_target(booster, feats, contract, spec, clip=clip)
@@ -267,11 +266,10 @@ def _with_quantiles(grid: pl.DataFrame, contract: Contract, past: pl.DataFrame, 
     model_table = ((meta or {}).get("intervals") or {}).get("table") or naive
     n = grid.height
     by_model = grid["method"].is_in([MODEL, MODEL_MISSING_INPUTS]).to_numpy()
-    steps = grid[_STEP].to_numpy()
     offs = np.zeros((n, len(quantiles)))
     for mask, table in ((by_model, model_table), (~by_model, naive)):
         if table is not None and mask.any():
-            offs[mask] = I.offsets(table, quantiles, steps[mask], int(mask.sum()))
+            offs[mask] = I.offsets(table, quantiles, int(mask.sum()))
     values = I.bands(grid["forecast"].to_numpy(), grid[I.SCALE].to_numpy(), offs, clip)
     out = grid.with_columns(pl.Series(I.quantile_column(q), values[:, i], dtype=pl.Float64)
                             for i, q in enumerate(quantiles))

@@ -4,8 +4,9 @@ A forecast's range is its point plus an offset per quantile, in units of the ser
 (the mean absolute target over the ``SCALE_SEASONS`` seasons before the forecast origin), so
 one table serves small and large series alike. The offsets are percentiles of residuals
 ``(actual - forecast) / scale`` measured where the actuals were not seen by the forecaster:
-the model's rolling-origin backtest (per horizon step when each step has ``MIN_ROWS_PER_STEP``
-rows, else pooled), or the seasonal-naive forecast replayed over recent history. The
+the model's rolling-origin backtest and validation span, or the seasonal-naive forecast replayed
+over recent history. Every feature of the model is at least ``horizon`` periods old, so its error
+does not depend on the horizon step and one pooled table serves every step. The
 backtest reports coverage and pinball loss cross-fitted (each window's range from the other
 windows' residuals), so the calibration figures are not in-sample.
 """
@@ -20,7 +21,6 @@ import polars as pl
 from freshet.data.contracts import Contract
 
 GRID = tuple(round(i / 100, 2) for i in range(1, 100))  # the percentiles a table stores
-MIN_ROWS_PER_STEP = 50   # fewer rows at a horizon step: that step uses the pooled percentiles
 SCALE_SEASONS = 2        # a series' scale: mean |target| over this many seasons before the origin
 SCALE = "__scale"
 
@@ -38,35 +38,20 @@ def series_scale(frame: pl.DataFrame | pl.LazyFrame, contract: Contract, end: An
             .agg(y.abs().mean().alias(SCALE)))
 
 
-def residual_table(actual: np.ndarray, forecast: np.ndarray, scale: np.ndarray,
-                   steps: np.ndarray | None = None) -> dict[str, Any] | None:
-    """Percentiles (``GRID``) of scaled residuals, pooled and per horizon step; None without a usable row."""
+def residual_table(actual: np.ndarray, forecast: np.ndarray, scale: np.ndarray) -> dict[str, Any] | None:
+    """Percentiles (``GRID``) of scaled residuals ``(actual - forecast) / scale``; None without a usable row."""
     actual, forecast, scale = (np.asarray(a, dtype=np.float64) for a in (actual, forecast, scale))
     ok = np.isfinite(actual) & np.isfinite(forecast) & np.isfinite(scale) & (scale > 0)
     if not ok.any():
         return None
     r = (actual[ok] - forecast[ok]) / scale[ok]
-    table: dict[str, Any] = {"rows": int(ok.sum()), "pooled": np.quantile(r, GRID).tolist(), "by_step": {}}
-    if steps is not None:
-        s = np.asarray(steps)[ok]
-        for step in np.unique(s):
-            mine = r[s == step]
-            if mine.size >= MIN_ROWS_PER_STEP:
-                table["by_step"][str(int(step))] = np.quantile(mine, GRID).tolist()
-    return table
+    return {"rows": int(ok.sum()), "pooled": np.quantile(r, GRID).tolist()}
 
 
-def offsets(table: dict[str, Any], quantiles: tuple[float, ...], steps: np.ndarray | None, rows: int) -> np.ndarray:
+def offsets(table: dict[str, Any], quantiles: tuple[float, ...], rows: int) -> np.ndarray:
     """Scaled offsets, one row per forecast row and one column per quantile (non-decreasing along each row)."""
-    q = np.asarray(quantiles, dtype=np.float64)
-    out = np.tile(np.interp(q, GRID, table["pooled"]), (rows, 1))
-    if steps is not None and table.get("by_step"):
-        steps = np.asarray(steps)
-        for step, values in table["by_step"].items():
-            mask = steps == int(step)
-            if mask.any():
-                out[mask] = np.interp(q, GRID, values)
-    return np.maximum.accumulate(out, axis=1)
+    one = np.maximum.accumulate(np.interp(np.asarray(quantiles, dtype=np.float64), GRID, table["pooled"]))
+    return np.tile(one, (rows, 1))
 
 
 def bands(point: np.ndarray, scale: np.ndarray, offs: np.ndarray, clip: bool) -> np.ndarray:
@@ -103,22 +88,30 @@ def score(actual: np.ndarray, values: np.ndarray, quantiles: tuple[float, ...]) 
             "pinball_scaled": (sum(pinball.values()) / len(pinball) / denom) if denom else None}
 
 
-def cross_fitted(actual: np.ndarray, forecast: np.ndarray, scale: np.ndarray, steps: np.ndarray,
-                 windows: np.ndarray, quantiles: tuple[float, ...], clip: bool) -> tuple[dict, dict[int, dict], dict | None]:
+def cross_fitted(actual: np.ndarray, forecast: np.ndarray, scale: np.ndarray, windows: np.ndarray,
+                 quantiles: tuple[float, ...], clip: bool,
+                 extra: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None) -> tuple[dict, dict[int, dict], dict | None]:
     """Backtest calibration: (pooled score, score per window, the serving table from every window).
 
-    Each window's range comes from the other windows' residuals, so no score is in-sample.
-    With a single window there is nothing to cross-fit: the scores are empty.
+    ``extra``: (actual, forecast, scale) of further out-of-sample rows (the validation span) that
+    every table pools, never scored. Each window's range comes from the other windows' residuals
+    and ``extra``, so no score is in-sample.
     """
-    table = residual_table(actual, forecast, scale, steps)
+    ea, ef, es = extra if extra is not None else (np.zeros(0), np.zeros(0), np.zeros(0))
+
+    def table_of(mask: np.ndarray) -> dict | None:
+        return residual_table(np.concatenate([actual[mask], ea]), np.concatenate([forecast[mask], ef]),
+                              np.concatenate([scale[mask], es]))
+
+    table = table_of(np.ones(actual.size, dtype=bool))
     per_window: dict[int, dict] = {}
     acts, vals = [], []
     for w in np.unique(windows):
         mine = windows == w
-        others = residual_table(actual[~mine], forecast[~mine], scale[~mine], steps[~mine])
+        others = table_of(~mine)
         if others is None:
             continue
-        v = bands(forecast[mine], scale[mine], offsets(others, quantiles, steps[mine], int(mine.sum())), clip)
+        v = bands(forecast[mine], scale[mine], offsets(others, quantiles, int(mine.sum())), clip)
         per_window[int(w)] = score(actual[mine], v, quantiles)
         acts.append(actual[mine])
         vals.append(v)

@@ -174,13 +174,6 @@ def _window_index(contract: Contract, max_time) -> pl.Expr:
     return (age // span_us).cast(pl.Int64)
 
 
-def _step_index(contract: Contract, max_time) -> pl.Expr:
-    """The horizon step (1..horizon) of a backtest row within its window (``_window_index``)."""
-    span_us = contract.period // timedelta(microseconds=1)
-    age = ((pl.lit(max_time) - pl.col(contract.time_column)).dt.total_microseconds() // span_us).cast(pl.Int64)
-    return (contract.horizon - age % contract.horizon).cast(pl.Int64)
-
-
 def champion_predictions(prep: Prepared, champion: tuple[xgb.Booster, dict[str, Any]] | None,
                          rows: pl.DataFrame) -> tuple[np.ndarray | None, str | None]:
     """The champion's forecasts of ``rows`` (keys and times), from features of its own spec; None with a reason if impossible."""
@@ -223,7 +216,6 @@ def backtest(prep: Prepared, chosen: Candidate, champion: tuple[xgb.Booster, dic
         pl.Series("model", model, dtype=pl.Float64),
         pl.Series("champion", champ if champ is not None else np.full(rows.height, np.nan), dtype=pl.Float64),
         _window_index(c, prep.stats["max"]).alias("window"),
-        _step_index(c, prep.stats["max"]).alias("step"),
         unseen.alias("unseen"),
     )
     # a row without a model forecast (its transform reference is missing) is scored for nobody
@@ -249,7 +241,7 @@ def backtest(prep: Prepared, chosen: Candidate, champion: tuple[xgb.Booster, dic
             out["model_on_champion_rows"] = M.metrics(fresh[c.target].to_numpy(), fresh["model"].to_numpy())
         return out
 
-    pooled_band, band_by_window, table = calibrate(prep, scored)
+    pooled_band, band_by_window, table = calibrate(prep, chosen, scored)
     windows = []
     for (w,), part in sorted(scored.group_by("window"), key=lambda kv: -kv[0][0]):
         windows.append({"window": int(w), "start": str(part[c.time_column].min()), "end": str(part[c.time_column].max()),
@@ -257,21 +249,30 @@ def backtest(prep: Prepared, chosen: Candidate, champion: tuple[xgb.Booster, dic
     return {**three(scored), "intervals": {"quantiles": list(c.quantiles), **pooled_band, "table": table}}, windows, note
 
 
-def calibrate(prep: Prepared, scored: pl.DataFrame) -> tuple[dict, dict[int, dict], dict | None]:
-    """Prediction intervals from the backtest's residuals, scaled per series by its level before the backtest.
+def calibrate(prep: Prepared, chosen: Candidate, scored: pl.DataFrame) -> tuple[dict, dict[int, dict], dict | None]:
+    """Prediction intervals from the evaluated model's residuals, scaled per series by its level before the backtest.
 
-    Returns the cross-fitted scores (pooled, per window) and the serving table (see ``freshet.modeling.intervals``).
+    The residuals are the backtest's rows and the validation span's (the evaluated model never trained on
+    either; validation only stopped its rounds): four backtest windows alone are a few days of correlated
+    errors. Returns the cross-fitted scores (pooled, per window) and the serving table
+    (see ``freshet.modeling.intervals``).
     """
     c = prep.contract
     before = prep.valid[c.time_column].max() if prep.valid.height else None
     if before is None or scored.height == 0:
         return I.score(np.zeros(0), np.zeros((0, 0)), c.quantiles), {}, None
+    keys = list(c.series_keys)
     # the validation span (at least two seasons) ends just before the backtest: no backtest row sets a scale
-    scale = I.series_scale(prep.valid.select(*c.series_keys, c.time_column, c.target), c, before).collect()
-    got = scored.join(scale, on=list(c.series_keys), how="left", maintain_order="left")
+    scale = I.series_scale(prep.valid.select(*keys, c.time_column, c.target), c, before).collect()
+    got = scored.join(scale, on=keys, how="left", maintain_order="left")
+    valid = _transformed(prep.valid, c, chosen.spec)
+    valid = valid.with_columns(pl.Series("__pred", predict_target(chosen.fit.booster, valid, c, chosen.spec,
+                                                                   clip=prep.clip_at_zero), dtype=pl.Float64))
+    valid = valid.join(scale, on=keys, how="left", maintain_order="left")
+    extra = (valid[c.target].cast(pl.Float64).to_numpy(), valid["__pred"].to_numpy(), valid[I.SCALE].to_numpy())
     return I.cross_fitted(got[c.target].cast(pl.Float64).to_numpy(), got["model"].to_numpy(),
-                          got[I.SCALE].to_numpy(), got["step"].to_numpy(), got["window"].to_numpy(),
-                          c.quantiles, prep.clip_at_zero)
+                          got[I.SCALE].to_numpy(), got["window"].to_numpy(),
+                          c.quantiles, prep.clip_at_zero, extra=extra)
 
 
 def _watermark(meta: dict[str, Any], contract: Contract):
