@@ -403,7 +403,9 @@ def backtest(ds: DataSet, frame: pl.DataFrame, contract: Contract, methods: list
             cover = float(np.concatenate(inside_all).mean()) if inside_all else None
             out["methods"][name] = {**pooled, "missing_forecasts": missing, "seconds": seconds,
                                     "seconds_median": float(np.median(seconds)), "window_wape": per_window,
-                                    "p10_p90_coverage": cover}
+                                    "p10_p90_coverage": cover,
+                                    "window_p10_p90_coverage": [float(x.mean()) for x in inside_all],
+                                    "window_rows": [int(x.size) for x in actual_all]}
             say(f"{ds.name:>13} {name:>14}: WAPE {pooled['wape']:.4f}  MAE {pooled['mae']:.2f}  "
                 f"{'' if cover is None else f'p10-p90 covers {100 * cover:.1f}%  '}"
                 f"{np.median(seconds):.2f} s/window{f'  ({missing} rows without a forecast)' if missing else ''}")

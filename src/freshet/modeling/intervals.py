@@ -1,8 +1,11 @@
 """Prediction intervals: conformal quantiles of scaled residuals (pure numpy/polars, no I/O).
 
-A forecast's range is its point plus an offset per quantile, in units of the series' scale
-(the mean absolute target over the ``SCALE_SEASONS`` seasons before the forecast origin), so
-one table serves small and large series alike. The offsets are percentiles of residuals
+A forecast's range is its point plus an offset per quantile, in units of the row's scale, so
+one table serves small and large series, night and rush hour alike. The scale is the forecast
+itself, at least ``POINT_FLOOR`` of the series' level (its mean absolute target over the
+``SCALE_SEASONS`` seasons before the origin) so a forecast near zero still gets a range.
+``SCALE_MODE = "level"`` (the level alone) was the alternative; ``benchmarks/intervals.py``
+chose between them on the benchmark's development windows (BENCHMARKS.md). The offsets are percentiles of residuals
 ``(actual - forecast) / scale`` measured where the actuals were not seen by the forecaster:
 the model's rolling-origin backtest and validation span, or the seasonal-naive forecast replayed
 over recent history. Every feature of the model is at least ``horizon`` periods old, so its error
@@ -23,6 +26,16 @@ from freshet.data.contracts import Contract
 GRID = tuple(round(i / 100, 2) for i in range(1, 100))  # the percentiles a table stores
 SCALE_SEASONS = 2        # a series' scale: mean |target| over this many seasons before the origin
 SCALE = "__scale"
+SCALE_MODE = "point"     # a row's scale: "point" (|forecast|, at least POINT_FLOOR levels) or "level" (the series' level)
+POINT_FLOOR = 0.1
+
+
+def row_scale(point: np.ndarray, level: np.ndarray) -> np.ndarray:
+    """The unit a row's residual is measured in (``SCALE_MODE``)."""
+    level = np.asarray(level, dtype=np.float64)
+    if SCALE_MODE == "level":
+        return level
+    return np.maximum(np.abs(np.asarray(point, dtype=np.float64)), POINT_FLOOR * level)
 
 
 def quantile_column(q: float) -> str:
@@ -44,8 +57,12 @@ def residual_table(actual: np.ndarray, forecast: np.ndarray, scale: np.ndarray) 
     ok = np.isfinite(actual) & np.isfinite(forecast) & np.isfinite(scale) & (scale > 0)
     if not ok.any():
         return None
-    r = (actual[ok] - forecast[ok]) / scale[ok]
-    return {"rows": int(ok.sum()), "pooled": np.quantile(r, GRID).tolist()}
+    unit = row_scale(forecast[ok], scale[ok])
+    ok_unit = unit > 0
+    r = (actual[ok][ok_unit] - forecast[ok][ok_unit]) / unit[ok_unit]
+    if r.size == 0:
+        return None
+    return {"rows": int(r.size), "pooled": np.quantile(r, GRID).tolist()}
 
 
 def offsets(table: dict[str, Any], quantiles: tuple[float, ...], rows: int) -> np.ndarray:
@@ -56,8 +73,9 @@ def offsets(table: dict[str, Any], quantiles: tuple[float, ...], rows: int) -> n
 
 def bands(point: np.ndarray, scale: np.ndarray, offs: np.ndarray, clip: bool) -> np.ndarray:
     """Quantile values ``point + offset * scale`` (rows x quantiles), clipped at zero when ``clip``; monotone."""
-    scale = np.nan_to_num(np.asarray(scale, dtype=np.float64), nan=0.0)
-    out = np.asarray(point, dtype=np.float64)[:, None] + offs * scale[:, None]
+    point = np.asarray(point, dtype=np.float64)
+    scale = np.nan_to_num(row_scale(point, np.nan_to_num(np.asarray(scale, dtype=np.float64), nan=0.0)), nan=0.0)
+    out = point[:, None] + offs * scale[:, None]
     out = np.maximum.accumulate(out, axis=1)
     return np.clip(out, 0, None) if clip else out
 
