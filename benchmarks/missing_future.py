@@ -37,8 +37,8 @@ def bikeshare_calendar_known():
 
 
 CASES = {
-    "bikeshare (calendar flags known)": (bikeshare_calendar_known, A.load_bikeshare, 6, 168),
-    "retail_sales (price, promo known)": (A.retail_contract, A.load_retail, 4, 14),
+    "bikeshare (calendar flags known)": (bikeshare_calendar_known, A.load_bikeshare, 12, 168),
+    "retail_sales (price, promo known)": (A.retail_contract, A.load_retail, 8, 14),
 }
 
 
