@@ -130,15 +130,16 @@ def test_the_champion_forecasts_with_future_values_and_labels_periods_without_th
     assert missing.height == 0 and result["missing_series"] == 0 and frame.height == expected.height
     assert_frame_equal(frame.select(expected.columns), expected, check_dtypes=False)
     gap = frame.join(pl.DataFrame([dropped], schema=KEYS, orient="row"), on=KEYS, how="semi")
-    assert gap.height == RETAIL.horizon and set(gap["method"]) == {"model_missing_inputs"}
-    assert gap["method_detail"].str.contains("no future value of price, on_promo").all()
+    # the bundled contract falls back to seasonal naive for them (on_missing_future = "fallback")
+    assert gap.height == RETAIL.horizon and set(gap["method"]) == {"seasonal_naive"}
+    assert gap["method_detail"].str.contains('no future value of price, on_promo \\(on_missing_future = "fallback"\\)').all()
     assert set(frame["model_version"]) == {champ["version"]}
     latest = publish.read_latest(lake_env.lake, DATASET)
     series = history.select(KEYS).n_unique()
-    assert latest["coverage"]["model_missing_inputs"] == pytest.approx(1 / series, abs=1e-6)
+    assert latest["coverage"]["seasonal_naive"] == pytest.approx(1 / series, abs=1e-6)
     assert sum(latest["coverage"].values()) == pytest.approx(1.0) and "coverage model" in out
     report = artifact(flow_run_id(state), "freshet-retail-sales-forecast-report")
-    assert "| model_missing_inputs |" in report.data and "no future value of price, on_promo" in report.data
+    assert "| seasonal_naive |" in report.data and "no future value of price, on_promo" in report.data
 
     quarantined = [json.loads(b) for b in _quarantine_reasons(lake_env)]
     assert len(quarantined) == 1 and quarantined[0]["reasons"][0]["column"] == "price"
