@@ -213,6 +213,32 @@ def test_a_model_that_does_not_beat_the_champion_is_registered_but_not_promoted(
     assert champion_version(any_lake) == first["version"]
 
 
+def test_a_champion_that_cannot_be_scored_keeps_its_place_and_the_rejection_says_why(
+    prefect_api, lake_env: LakeHandle, sales
+) -> None:
+    history, week = split_into_batches(sales, 2, batch_days=7)
+    admit(lake_env, history, "history.csv")
+    first = train()
+    assert first["promoted"]
+    # the champion was registered by a freshet older than feature specs: it cannot be scored
+    old = lake_env.read_json("models", DATASET, first["version"], "meta.json")
+    del old["feature_spec"]
+    lake_env.lake.write_json(lake_env.lake.path("models", DATASET, first["version"], "meta.json"), old)
+
+    admit(lake_env, week, "week.csv")
+    state = train(return_state=True)
+    out = state.result()
+    assert (out["status"], out["promoted"]) == ("trained", False)
+    assert out["metrics"]["model"]["wape"] < out["metrics"]["baseline"]["wape"]  # enough for the gate that failed open
+    assert champion_version(lake_env) == first["version"]
+    assert [m["version"] for m in models(lake_env)] == [first["version"], out["version"]]  # registered
+    why = f"not promoted: champion {first['version']} predates feature specs"
+    meta = lake_env.read_json("models", DATASET, out["version"], "meta.json")
+    assert meta["decision"] == {"promote": False, "reason": out["reason"]} and out["reason"].startswith(why)
+    (rejected,) = run_events(flow_run_id(state), events.MODEL_REJECTED)
+    assert rejected.payload["version"] == out["version"] and rejected.payload["decision"]["reason"] == out["reason"]
+
+
 # ----------------------------------------------------------------- event-started runs
 def test_named_landing_files_are_validated_first_and_bad_rows_never_trained_on(
     prefect_api, lake_env: LakeHandle, sales, monkeypatch

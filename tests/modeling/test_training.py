@@ -15,6 +15,7 @@ from freshet.data.generate import generate_retail_sales
 from freshet.data.contracts import load_contract
 from freshet.modeling import features as F
 from freshet.modeling import forecast as FC
+from freshet.modeling import model as M
 from freshet.modeling import training as T
 from freshet.settings import BUNDLED_CONTRACTS, Settings
 
@@ -231,3 +232,78 @@ def test_the_backtest_calibrates_a_range_that_covers_later_actuals_at_about_its_
     assert out.height == 24 * 7 and got.height == later.height and set(out["method"]) <= {"model", "seasonal_naive"}
     inside = ((got["units_sold"] >= got["p10"]) & (got["units_sold"] <= got["p90"])).mean()
     assert 0.6 <= inside <= 0.95, inside
+
+
+# ----------------------------------------------------------------- the promotion gate fails closed
+def promo_sales(days: int = 150, seed: int = 3) -> pl.DataFrame:
+    """Daily sales of two store-items driven by a random promotion (+40 units): seasonal naive
+    guesses the promotion wrong half the time, and a model that cannot see it misses it."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for store in (1, 2):
+        for k in range(days):
+            day, promo = date(2024, 1, 1) + timedelta(days=k), bool(rng.random() < 0.5)
+            units = 20.0 + 5.0 * (day.weekday() >= 5) + (40.0 if promo else 0.0) + rng.normal(0, 1)
+            rows.append({"date": day, "store_id": store, "item_id": 1, "units_sold": round(max(units, 0.0)),
+                         "price": 2.5, "on_promo": promo})
+    return pl.DataFrame(rows, schema=RETAIL.columns)
+
+
+def test_a_champion_that_cannot_be_scored_is_never_replaced_by_a_worse_model() -> None:
+    df = promo_sales()
+    cut = df["date"].max() - timedelta(days=14)
+    first = T.train_model(df.filter(pl.col("date") <= cut), RETAIL, None, FAST)
+    champion = (first.booster, {**first.meta, "version": "v-champion"})
+    # the promotion column stops arriving and the contract drops it: the champion needs it
+    columns = {k: v for k, v in RETAIL.columns.items() if k != "on_promo"}
+    rules = {k: v for k, v in RETAIL.rules.items() if k != "on_promo"}
+    blind = Contract(**{**RETAIL.__dict__, "columns": columns, "exogenous": ("price",), "rules": rules})
+    second = T.train_model(df.drop("on_promo"), blind, champion, FAST)
+
+    # the new model beats seasonal naive (today's gate promoted on that alone) ...
+    assert second.scores["model"]["wape"] < second.scores["baseline"]["wape"]
+    # ... but is worse than the champion on the rows the champion never saw (scored where it can be)
+    full, fresh = T.prepare(df, RETAIL, FAST), pl.col("date") > cut
+    rows = full.backtest.filter(fresh & pl.col(F.BASELINE).is_not_null())
+    champ_pred, note = T.champion_predictions(full, champion, rows)
+    new_pred, _ = T.champion_predictions(T.prepare(df.drop("on_promo"), blind, FAST),
+                                         (second.eval_booster, second.meta), rows)
+    assert note is None and rows.height > 0
+    actual = rows["units_sold"].to_numpy()
+    assert M.metrics(actual, champ_pred)["wape"] < 0.5 * M.metrics(actual, new_pred)["wape"]
+
+    assert second.promote is False and second.meta["decision"]["promote"] is False
+    assert second.scores["champion"] is None
+    assert second.reason.startswith("not promoted: champion v-champion cannot be scored on this data")
+    assert "on_promo" in second.reason and second.meta["decision"]["reason"] == second.reason
+
+
+@pytest.mark.parametrize(("note", "model", "promote"), [
+    (None, 0.5, True),                                       # no champion: beating the baseline is enough
+    ("champion v1 predates feature specs", 0.5, False),     # a champion that cannot be scored: closed
+    ("the champion could not forecast every backtest row", 0.5, False),
+    ("the champion was trained on every backtest row", 0.5, False),
+    ("champion v1 predates feature specs", 0.9, False),     # worse than the baseline: closed either way
+])
+def test_decide_fails_closed_when_a_champion_exists_but_was_not_scored(note, model, promote) -> None:
+    scores = {"model": {"wape": model}, "champion": None, "baseline": {"wape": 0.8}}
+    ok, reason = T.decide(scores, 0.0, note)
+    assert ok is promote
+    if note:
+        assert reason.startswith(f"not promoted: {note}") and "registry.promote" in reason
+
+
+def test_reported_metrics_are_the_evaluated_models_not_the_refits() -> None:
+    df = generate_retail_sales(stores=2, items=2, days=150)
+    result = T.train_model(df, RETAIL, None, FAST)
+    prep = T.prepare(df, RETAIL, FAST)
+    rows = prep.backtest.filter(pl.col(F.BASELINE).is_not_null() & pl.col(F.BASELINE).is_not_nan())
+    actual = rows["units_sold"].to_numpy()
+
+    def scored(booster) -> dict:
+        return M.metrics(actual, FC.predict_target(booster, rows, RETAIL, prep.spec, clip=prep.clip_at_zero))
+
+    assert result.meta["transform"] == "none" and result.scores["model"]["rows"] == rows.height
+    assert result.scores["model"] == pytest.approx(scored(result.eval_booster))
+    # the refit trained on the backtest rows: its in-sample error is lower, and it is not what is reported
+    assert scored(result.booster)["wape"] < 0.9 * result.scores["model"]["wape"]

@@ -182,7 +182,7 @@ def champion_predictions(prep: Prepared, champion: tuple[xgb.Booster, dict[str, 
     booster, meta = champion
     c = prep.contract
     if not meta.get("feature_spec"):
-        return None, f"champion {meta.get('version')} predates feature specs; comparing with the baseline only"
+        return None, f"champion {meta.get('version')} predates feature specs"
     spec = spec_of(meta, c)
     t = c.time_column
     first = rows[t].min()
@@ -190,7 +190,7 @@ def champion_predictions(prep: Prepared, champion: tuple[xgb.Booster, dict[str, 
     try:
         frame = model_frame(prep.history.filter(pl.col(t) >= start), c, spec).collect()
     except (pl.exceptions.PolarsError, ValueError, KeyError) as exc:
-        return None, f"champion {meta.get('version')} cannot be scored on this data ({exc}); baseline only"
+        return None, f"champion {meta.get('version')} cannot be scored on this data ({exc})"
     keys = [*c.series_keys, t]
     frame = rows.select(keys).join(frame, on=keys, how="left", maintain_order="left")
     return predict_target(booster, frame, c, spec, clip=bool(meta.get("clip_at_zero", True))), None
@@ -221,10 +221,10 @@ def backtest(prep: Prepared, chosen: Candidate, champion: tuple[xgb.Booster, dic
     # a row without a model forecast (its transform reference is missing) is scored for nobody
     scored = scored.filter(pl.col("model").is_not_nan())
     if champ is not None and scored.filter("unseen")["champion"].is_nan().any():
-        note = "the champion could not forecast every backtest row; comparing with the baseline only"
+        note = "the champion could not forecast every backtest row"
         champ = None
     if champ is not None and not scored["unseen"].any():
-        note = "the champion was trained on every backtest row; comparing with the baseline only"
+        note = "the champion was trained on every backtest row"
         champ = None
 
     def three(part: pl.DataFrame) -> dict[str, Any]:
@@ -284,9 +284,18 @@ def _watermark(meta: dict[str, Any], contract: Contract):
     return date.fromisoformat(raw[:10]) if contract.columns[contract.time_column] == pl.Date() else datetime.fromisoformat(raw)
 
 
-def decide(scores: dict[str, Any], min_improvement: float) -> tuple[bool, str]:
-    """Promote if the pooled backtest WAPE beats seasonal naive and, on the rows the champion never saw, the champion."""
+def decide(scores: dict[str, Any], min_improvement: float, champion_note: str | None = None) -> tuple[bool, str]:
+    """Promote if the pooled backtest WAPE beats seasonal naive and, on the rows the champion never saw, the champion.
+
+    ``champion_note`` is ``backtest``'s reason why a champion exists but could not be scored:
+    the gate then fails closed (a model that beats only the baseline could be worse than the
+    champion it would replace).
+    """
     ok, reason = M.decide(scores["model"], None, scores["baseline"], min_improvement)
+    if champion_note:
+        return False, (f"not promoted: {champion_note}, so the new model could not be compared with it "
+                       f"(against the seasonal-naive baseline: {reason}); it is registered: compare the two models' "
+                       "meta.json and, if the new one is better, promote it with freshet.modeling.registry.promote")
     if not ok or scores.get("champion") is None:
         return ok, reason
     ok, vs = M.decide(scores["model_on_champion_rows"], scores["champion"], {"wape": math.inf}, min_improvement)
@@ -352,9 +361,7 @@ def finish(prep: Prepared, chosen: Candidate, candidates: list[Candidate], score
            note: str | None, served: M.FitResult, settings: Any, timings: dict[str, float]) -> TrainingResult:
     """The decision and the meta fields, from the steps' outputs."""
     c = prep.contract
-    promote, reason = decide(scores, settings.min_improvement)
-    if note:
-        reason = f"{reason} ({note})"
+    promote, reason = decide(scores, settings.min_improvement, note)
     timings = {**timings, "fit_eval_seconds": round(sum(x.fit.seconds for x in candidates), 3),
                "fit_chosen_seconds": round(chosen.fit.seconds, 3), "refit_seconds": round(served.seconds, 3)}
     meta = {
