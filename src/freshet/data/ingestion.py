@@ -10,16 +10,18 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import polars as pl
 
 from freshet.data.contracts import Contract
-from freshet.data.lake import Lake
+from freshet.data.lake import Lake, StorageError
 from freshet.data.validation import (
     ROW,
     VIOLATION,
@@ -37,6 +39,7 @@ from freshet.data.validation import (
 )
 
 FORMATS = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet"}
+T = TypeVar("T")
 
 
 class UriRejected(ValueError):
@@ -173,6 +176,41 @@ def _check_in_chunks(lf: pl.LazyFrame, contract: Contract, now: datetime, future
     return parts, duplicate_rows(np.concatenate(hashes), np.concatenate(rows))
 
 
+# What a file's content can raise while it is parsed and checked (polars' parse and schema
+# errors, bad UTF-8): the file is quarantined. Anything else is not the file's fault.
+CONTENT_ERRORS = (pl.exceptions.PolarsError, ValueError)
+# polars reports a failed read or write of the local scratch copy (disk full, file too large)
+# as a ComputeError carrying the OS error: that is I/O, not content
+_POLARS_IO = re.compile(r"\(os error \d+\)|underlying IO error", re.IGNORECASE)
+
+
+class TransientReadError(OSError):
+    """Reading or checking the staged copy failed for a reason that can pass (memory, disk)."""
+
+
+def _read_staged(lake: Lake, uri: str, step: Callable[[], T]) -> T:
+    """Run a step over the staged copy of ``uri``: I/O failures retried with the lake's backoff, content errors raised.
+
+    After the retries a ``StorageError`` ends the run and nothing is quarantined: the file
+    stays in landing, and the next ingest or train run admits it.
+    """
+    def attempt() -> T:
+        try:
+            return step()
+        except MemoryError as exc:
+            raise TransientReadError(f"out of memory ({exc or 'MemoryError'})") from exc
+        except pl.exceptions.PolarsError as exc:
+            if _POLARS_IO.search(str(exc)):
+                raise TransientReadError(_short(exc)) from exc
+            raise
+
+    try:
+        return lake.call(f"read the staged copy of {uri}", attempt)
+    except StorageError as exc:
+        raise StorageError(f"{exc}; {uri} was not quarantined: it stays in landing and the next ingest or "
+                           "train run admits it") from None
+
+
 def _file_problem(column: str, rule: str, detail: str) -> dict[str, Any]:
     return {"column": column, "rule": rule, "rows": 0, "detail": detail, "examples": []}
 
@@ -250,8 +288,8 @@ def inspect_file(lake: Lake, contract: Contract, uri: str, *, now: datetime, fut
             return reject([_file_problem("*", "empty_file", "the file has no bytes")])
         try:
             lf = _scan_as_strings(local)
-            header = lf.collect_schema().names()
-        except Exception as exc:  # noqa: BLE001 - any parse failure is the file's problem
+            header = _read_staged(lake, uri, lambda: lf.collect_schema().names())
+        except CONTENT_ERRORS as exc:  # malformed CSV or parquet: the file's problem
             return reject([_file_problem("*", "unreadable", _short(exc))])
         problems = check_header(header, contract)
         if problems:
@@ -261,15 +299,20 @@ def inspect_file(lake: Lake, contract: Contract, uri: str, *, now: datetime, fut
         stats = _typed_fast_path(local, contract, now, future_tolerance_hours, good_local)
         n_bad, reasons = 0, []
         if stats is None:  # a value, a rule or a key needs the string path, which labels every row
-            try:
+            def check() -> list[str]:
                 parts, duplicates = _check_in_chunks(lf, contract, now, future_tolerance_hours, work)
-                if not parts:
-                    return reject([_file_problem("*", "empty_file", "the file has a header but no rows")])
-                checked = mark_rows(pl.scan_parquet(parts), duplicates, f"{duplicate_label(contract)}:duplicate_key")
-                valid_rows(checked, contract).sink_parquet(good_local)
-                invalid_rows(checked, contract).sink_parquet(bad_local)
-            except Exception as exc:  # noqa: BLE001 - malformed CSV, bad UTF-8, ragged rows...
+                if parts:
+                    checked = mark_rows(pl.scan_parquet(parts), duplicates, f"{duplicate_label(contract)}:duplicate_key")
+                    valid_rows(checked, contract).sink_parquet(good_local)
+                    invalid_rows(checked, contract).sink_parquet(bad_local)
+                return parts
+
+            try:
+                parts = _read_staged(lake, uri, check)
+            except CONTENT_ERRORS as exc:  # malformed CSV, bad UTF-8, ragged rows...
                 return reject([_file_problem("*", "unreadable", _short(exc))])
+            if not parts:
+                return reject([_file_problem("*", "empty_file", "the file has a header but no rows")])
             stats = pl.scan_parquet(good_local).select(
                 pl.len().alias("rows"),
                 pl.col(contract.time_column).min().alias("min"),
@@ -313,6 +356,44 @@ def admit_file(lake: Lake, contract: Contract, uri: str, *, now: datetime | None
     """Validate and admit one landing file (idempotent by content hash)."""
     return inspect_file(lake, contract, uri, now=now or datetime.now(timezone.utc),
                         future_tolerance_hours=future_tolerance_hours, on_bad_rows=on_bad_rows, publish=True)
+
+
+class RequeueError(ValueError):
+    """A file cannot be requeued: it is not quarantined, or no longer in landing."""
+
+
+def requeue(lake: Lake, contract: Contract, name: str, *, now: datetime | None = None,
+            future_tolerance_hours: float = 36.0, on_bad_rows: str = "quarantine_rows") -> Admission:
+    """Re-admit a quarantined landing file after a fix (the file landed again under its name, or the contract).
+
+    ``name`` is the file's name under ``landing/<dataset>/`` (or its URI). Its quarantine
+    records move to ``quarantine/<dataset>/requeued/<sha>-<time>/`` (kept for the record;
+    sweeps no longer skip the file), then the file is validated and admitted as new: if
+    it still breaks the contract it is quarantined again, with the new reasons.
+    """
+    dataset = contract.name
+    uri = name if "/" in name else lake.uri(lake.path("landing", dataset, name))
+    path = landing_path(lake, uri)
+    quarantined = read_quarantine(lake, dataset)
+    records = [q for q in quarantined if q["file"] == uri]
+    if not records:
+        known = ", ".join(sorted({q["file"].rsplit("/", 1)[-1] for q in quarantined})[:10]) or "none"
+        raise RequeueError(f"{uri} is not quarantined for dataset {dataset!r}; nothing to requeue "
+                           f"(quarantined files of {dataset}: {known})")
+    if not lake.exists(path):
+        raise RequeueError(f"{uri} is quarantined but not in landing any more; land the fixed file under the same "
+                           "name, then requeue it")
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
+    for record in records:
+        source = lake.quarantine_dir(dataset, record["content_hash"])
+        target = lake.path("quarantine", dataset, "requeued", f"{record['content_hash']}-{stamp}")
+        # reason.json last: until it is copied, the source still holds the complete record
+        objects = sorted(lake.list(source), key=lambda p: p.endswith("/reason.json"))
+        for obj in objects:
+            lake.copy_into(obj, f"{target}/{obj.rsplit('/', 1)[-1]}")
+        lake.delete(source)
+    return admit_file(lake, contract, uri, now=now, future_tolerance_hours=future_tolerance_hours,
+                      on_bad_rows=on_bad_rows)
 
 
 def _reason_doc(dataset: str, uri: str, sha: str, reasons: list[dict], admitted: int, rejected: int | None) -> dict:
@@ -367,4 +448,5 @@ def _polars_options(lake: Lake) -> dict[str, str] | None:
     return opts or None
 
 
-__all__ = ["Admission", "UriRejected", "admit_file", "inspect_file", "landing_path", "load_curated", "read_manifest", "VIOLATION"]
+__all__ = ["Admission", "RequeueError", "UriRejected", "admit_file", "inspect_file", "landing_path", "load_curated",
+           "read_manifest", "requeue", "VIOLATION"]

@@ -1,4 +1,4 @@
-"""The ``freshet`` command line: generate, emit, up, down, deploy, demo, status, forecast, policies.
+"""The ``freshet`` command line: generate, emit, requeue, up, down, deploy, demo, status, forecast, policies.
 
 Settings come from ``FRESHET_*`` environment variables (see ``freshet.settings``);
 ``up`` records the local stack's API URL so later commands find it.
@@ -178,6 +178,26 @@ def cmd_emit(args: argparse.Namespace) -> int:
     events.emit(event)
     print(f"emitted {events.DATA_LANDED} {event.id} for {args.dataset}: {payload['rows']} rows in "
           f"{len(files)} file(s), watermark {payload['watermark']}")
+    return 0
+
+
+# ---------------------------------------------------------------- requeue
+def cmd_requeue(args: argparse.Namespace) -> int:
+    from freshet.data.contracts import load_contract
+    from freshet.data.ingestion import RequeueError, requeue
+    from freshet.data.lake import Lake
+
+    settings = get_settings()
+    contract = load_contract(args.dataset, settings.contracts_dir)
+    try:
+        result = requeue(Lake.from_settings(settings), contract, args.file,
+                         future_tolerance_hours=settings.future_tolerance_hours, on_bad_rows=settings.on_bad_rows)
+    except RequeueError as exc:
+        raise CliError(str(exc), code=2) from None
+    print(result.message())
+    if result.entry is None:
+        return 1
+    print(f"to train on it now: freshet emit --dataset {args.dataset} --uri {result.uri}")
     return 0
 
 
@@ -592,6 +612,11 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--uri", action="append", required=True, help="a landing file URI; repeat for several")
     e.add_argument("--dry-run", action="store_true", help="print the event instead of sending it")
     e.set_defaults(fn=cmd_emit)
+
+    r = sub.add_parser("requeue", help="re-admit a quarantined landing file after fixing it (or its contract)")
+    r.add_argument("--dataset", required=True)
+    r.add_argument("file", help="the file's name under landing/<dataset>/ (or its URI)")
+    r.set_defaults(fn=cmd_requeue)
 
     u = sub.add_parser("up", help="start the local Prefect server, deployments, automations and the processes that run flows")
     u.add_argument("--scale", action="store_true",
