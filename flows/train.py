@@ -30,7 +30,8 @@ from freshet.modeling import registry
 from freshet.modeling import model as M
 from freshet.modeling import training as T
 from freshet.data.contracts import Contract, load_contract
-from freshet.data.ingestion import admit_file, load_curated, read_manifest, unadmitted_uris, unknown_landing_files
+from freshet.data.ingestion import (ManifestReader, admit_file, load_curated, unadmitted_uris,
+                                    unknown_landing_files)
 from freshet.data.lake import Lake
 from freshet.locks import dataset_lock, training_slot
 from freshet.settings import Settings, get_settings
@@ -74,13 +75,14 @@ def gather(contract: Contract, settings: Settings, triggered: bool) -> list[dict
     deadline = start + settings.debounce_max_wait_seconds
     quiet = settings.debounce_quiet_seconds if triggered else 0.0
     seen, last_change = -1, start
+    manifest = ManifestReader(lake, contract.name)  # each poll lists the folder and reads only new entries
     while True:
-        entries = read_manifest(lake, contract.name)
-        unknown = unknown_landing_files(lake, contract.name, entries)
+        entries = manifest.entries()
+        unknown = unknown_landing_files(lake, contract.name, entries, manifest.aliases())
         if unknown:
             log.info("admitting %d landing file(s) nobody announced", len(unknown))
             admit_pending.fn(contract, unknown, settings)
-            entries = read_manifest(lake, contract.name)
+            entries = manifest.entries()
         now = time.monotonic()
         if len(entries) != seen:
             if seen >= 0:

@@ -239,6 +239,48 @@ def test_a_champion_that_cannot_be_scored_keeps_its_place_and_the_rejection_says
     assert rejected.payload["version"] == out["version"] and rejected.payload["decision"]["reason"] == out["reason"]
 
 
+def test_the_debounce_reads_each_manifest_entry_once_however_often_it_polls(
+    prefect_api, lake_env: LakeHandle, sales, monkeypatch
+) -> None:
+    from prefect import flow
+
+    from flows.train import gather
+    from freshet.data.lake import Lake
+
+    monkeypatch.setenv("FRESHET_TRIGGER_THROTTLE_SECONDS", "0")
+    monkeypatch.setenv("FRESHET_DEBOUNCE_QUIET_SECONDS", "2")
+    history, week, more = split_into_batches(sales, 3, batch_days=7)
+    admit(lake_env, history, "history.csv")
+    admit(lake_env, week, "week.csv")
+    manifest_dir = lake_env.lake.manifest_dir(DATASET)
+    reads, polls = [], []
+    read_many, listing = Lake.read_json_many, Lake.list
+
+    def counting_reads(self, paths):  # the real reads, counted
+        reads.extend(p for p in paths if p.startswith(manifest_dir + "/") and "/aliases/" not in p)
+        return read_many(self, paths)
+
+    def counting_lists(self, path, suffix=""):
+        if path == manifest_dir:
+            polls.append(len(reads))
+            if len(polls) == 3:  # a file lands while the run waits for quiet
+                admit(lake_env, more, "more.csv")
+        return listing(self, path, suffix)
+
+    monkeypatch.setattr(Lake, "read_json_many", counting_reads)
+    monkeypatch.setattr(Lake, "list", counting_lists)
+
+    @flow
+    def debounce() -> list[dict]:
+        return gather(RETAIL, get_settings(), triggered=True)
+
+    entries = debounce()
+    assert len(entries) == 3 and len(polls) >= 6, polls  # one poll per 0.5 s, 2 s of quiet after the third
+    # the first poll read the two entries, the third the new one; every other poll only listed
+    assert sorted(reads) == sorted(lake_env.lake.manifest_path(DATASET, e["content_hash"]) for e in entries)
+    assert polls[:4] == [0, 2, 2, 3] and set(polls[4:]) == {3}
+
+
 # ----------------------------------------------------------------- event-started runs
 def test_named_landing_files_are_validated_first_and_bad_rows_never_trained_on(
     prefect_api, lake_env: LakeHandle, sales, monkeypatch

@@ -233,8 +233,35 @@ def unadmitted_uris(lake: Lake, dataset: str, uris: list[str], max_uris: int, ev
 
 def read_manifest(lake: Lake, dataset: str) -> list[dict[str, Any]]:
     """Every admitted file of a dataset, oldest admission first."""
-    entries = lake.read_json_many(lake.list(lake.manifest_dir(dataset), suffix=".json"))
-    return sorted(entries, key=lambda e: (e["admitted_at"], e["content_hash"]))
+    return ManifestReader(lake, dataset).entries()
+
+
+class ManifestReader:
+    """A dataset's manifest and landing-name aliases, read incrementally (for polling loops).
+
+    Each call lists the folder once and reads only the objects it has not read before:
+    manifest entries and aliases are written once and never changed (an object that
+    disappears from the listing is dropped).
+    """
+
+    def __init__(self, lake: Lake, dataset: str) -> None:
+        self.lake, self.dataset = lake, dataset
+        self._read: dict[str, Any] = {}
+
+    def _objects(self, folder: str) -> list[Any]:
+        paths = self.lake.list(folder, suffix=".json")
+        new = [p for p in paths if p not in self._read]
+        self._read.update(zip(new, self.lake.read_json_many(new)))
+        return [self._read[p] for p in paths]
+
+    def entries(self) -> list[dict[str, Any]]:
+        """Every admitted file of the dataset, oldest admission first."""
+        entries = self._objects(self.lake.manifest_dir(self.dataset))
+        return sorted(entries, key=lambda e: (e["admitted_at"], e["content_hash"]))
+
+    def aliases(self) -> list[dict[str, Any]]:
+        """Second landing names of admitted content (``{"uri", "content_hash"}``)."""
+        return self._objects(self.lake.path("manifest", self.dataset, "aliases"))
 
 
 def alias_path(lake: Lake, dataset: str, uri: str) -> str:
@@ -249,13 +276,16 @@ def read_quarantine(lake: Lake, dataset: str) -> list[dict[str, Any]]:
     return lake.read_json_many([p for p in paths if lake.exists(p)])
 
 
-def unknown_landing_files(lake: Lake, dataset: str, manifest: list[dict[str, Any]]) -> list[str]:
+def unknown_landing_files(lake: Lake, dataset: str, manifest: list[dict[str, Any]],
+                          aliases: list[dict[str, Any]] | None = None) -> list[str]:
     """Landing files of a dataset that are neither admitted nor quarantined under their name.
 
     The safety net for announcements that never arrived (lost or throttled events):
-    ``train`` and ``watchdog`` admit these through the usual validation.
+    ``train`` and ``watchdog`` admit these through the usual validation. ``aliases``:
+    already read (``ManifestReader.aliases``), or None to read them here.
     """
-    aliases = lake.read_json_many(lake.list(lake.path("manifest", dataset, "aliases"), suffix=".json"))
+    if aliases is None:
+        aliases = ManifestReader(lake, dataset).aliases()
     known = {e["uri"] for e in manifest} | {q["file"] for q in read_quarantine(lake, dataset)} | {a["uri"] for a in aliases}
     candidates = [lake.uri(p) for p in lake.list(lake.landing_dir(dataset)) if p.lower().endswith(tuple(FORMATS))]
     return [u for u in candidates if u not in known]
@@ -449,4 +479,4 @@ def _polars_options(lake: Lake) -> dict[str, str] | None:
 
 
 __all__ = ["Admission", "RequeueError", "UriRejected", "admit_file", "inspect_file", "landing_path", "load_curated",
-           "read_manifest", "requeue", "VIOLATION"]
+           "read_manifest", "requeue", "ManifestReader", "VIOLATION"]
