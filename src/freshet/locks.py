@@ -29,9 +29,33 @@ from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, ExitStack, contextmanager
 
 from prefect.client.orchestration import get_client
-from prefect.concurrency._asyncio import ConcurrencySlotAcquisitionError
 from prefect.concurrency.sync import concurrency
 from prefect.exceptions import ObjectAlreadyExists
+
+from freshet.upstream import Expectation, verify
+
+# Prefect's private exception for "the API did not grant the slots", which _enter retries, and the
+# TimeoutError subclass dataset_lock takes as "another run is waiting" (see freshet.upstream).
+PRIVATE_EXCEPTIONS = Expectation(
+    what="freshet.locks (retrying ConcurrencySlotAcquisitionError, Prefect's private exception for a slot "
+         "request the API did not answer)",
+    package="prefect", checked="3.9.1",
+    sources={
+        "prefect.concurrency._asyncio:ConcurrencySlotAcquisitionError":
+            "a3a2e12d62fdc4760de9b4a276be46a0465544fa1894b91d910ee6d9e87a1605",
+        "prefect.concurrency._asyncio:AcquireConcurrencySlotTimeoutError":
+            "0ba9634456ec8cd30c0cf8a3388f7b5346393d617a47fe6cec3fec041e0e6d92",
+        # raises the first for an HTTP error or any failure to answer, the second on timeout
+        "prefect.concurrency._asyncio:aacquire_concurrency_slots_with_lease":
+            "a0e533e8967eb211806f5e9da07cc2a3e3792d31e3e83ccdb95a3dd7f6fec8fc",
+    },
+    advice="Read the new prefect/concurrency/_asyncio.py (which exception does a failed or timed-out slot "
+           "request raise now?), then update _enter and dataset_lock in freshet/locks.py and these hashes, "
+           "or pin prefect==3.9.1.",
+)
+verify(PRIVATE_EXCEPTIONS)  # at import, before anything relies on it
+
+from prefect.concurrency._asyncio import ConcurrencySlotAcquisitionError  # noqa: E402 - checked just above
 
 LEASE_SECONDS = 60.0
 TRAIN_SLOTS = "freshet-train-slots"

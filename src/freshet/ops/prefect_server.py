@@ -6,6 +6,8 @@ Same arguments as ``prefect server start``. Two fixes, for SQLite only (PostgreS
 untouched): a SQLite cursor is finalised on its connection's own thread, never on the event
 loop's (the freeze below); and every transaction Prefect begins takes SQLite's write lock
 at once (:func:`immediate_transactions`: no more instant "database is locked" 503s).
+Both patched internals are checked at import against the source they were written for
+(``freshet.upstream``): an upgrade that changed them stops the server with advice.
 
 Why. A Prefect server on SQLite froze for 60 s at a time under freshet's bursts (every
 request timed out, ``freshet emit`` failed with ``EmitError``, triggered runs started a
@@ -31,6 +33,41 @@ the freeze and shows it gone.
 from __future__ import annotations
 
 import sys
+
+from freshet.upstream import Expectation, verify
+
+# What the two patches below depend on, as checked (see freshet.upstream).
+AIOSQLITE_CURSOR = Expectation(
+    what="freshet.ops.prefect_server.close_cursors_on_their_thread (an unclosed aiosqlite cursor is closed on "
+         "its connection's thread)",
+    package="aiosqlite", checked="0.22.1",
+    sources={
+        # the cursor keeps its connection in _conn and the sqlite3 cursor in _cursor; close() queues _cursor.close
+        "aiosqlite.cursor:Cursor.__init__": "d7a65c29a8b86b54550fd136d51691dd4afd44d6e7b95998735c962874ce3f8c",
+        "aiosqlite.cursor:Cursor.close": "57f80074d0d5b187e3f6ffe11eb14a7725e33b36281145b391bcdb857a8736ab",
+        # the connection's thread executes (future, function) pairs from _tx and accepts future=None
+        "aiosqlite.core:Connection.__init__": "3aed416ac99323f1df06749851cebf16d34877b4bd38dc76f1f730e5a0809eac",
+        "aiosqlite.core:_connection_worker_thread": "17e364bc23e051c3b645d00675390cffd7511c64a5f2f44d1f6ccc980461032b",
+    },
+    advice="Read the new aiosqlite.cursor.Cursor and aiosqlite.core (does a dropped cursor still need closing "
+           "on its connection's thread? is (None, fn) on Connection._tx still executed?), then update "
+           "close_cursors_on_their_thread and these hashes, or pin aiosqlite==0.22.1; "
+           "tests/ops/test_prefect_server.py reproduces the freeze the patch prevents.",
+)
+IMMEDIATE_TRANSACTIONS = Expectation(
+    what="freshet.ops.prefect_server.immediate_transactions (every SQLite transaction Prefect begins is "
+         "BEGIN IMMEDIATE)",
+    package="prefect", checked="3.9.1",
+    sources={
+        # begin_transaction(self, session, with_for_update=False): with_for_update=True means BEGIN IMMEDIATE
+        "prefect.server.database.configurations:AioSqliteConfiguration.begin_transaction":
+            "c9ea33bf1b494ec8d39c907dfbb2927ba29668ad639677bf441fff25fe2649bc",
+    },
+    advice="Read the new AioSqliteConfiguration.begin_transaction in prefect/server/database/configurations.py "
+           "(does with_for_update=True still begin IMMEDIATE? does Prefect now do it itself?), then update "
+           "immediate_transactions and this hash, or pin prefect==3.9.1; tests/ops/test_prefect_server.py "
+           "reproduces the 'database is locked' the patch prevents.",
+)
 
 
 def close_cursors_on_their_thread() -> None:
@@ -96,6 +133,10 @@ def main(argv: list[str] | None = None) -> int:
     sys.argv = ["prefect", "server", *(sys.argv[1:] if argv is None else argv)]
     return app()
 
+
+# Checked at import: the server this module starts must not run with a patch that no longer fits.
+verify(AIOSQLITE_CURSOR)
+verify(IMMEDIATE_TRANSACTIONS)
 
 if __name__ == "__main__":
     sys.exit(main())

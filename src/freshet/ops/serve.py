@@ -34,6 +34,8 @@ from typing import Any
 
 import yaml
 
+from freshet.upstream import Expectation, UpstreamChanged, verify
+
 # How often a runner asks the API for runs (Prefect's default is 10 s), as the workers do.
 QUERY_SECONDS = 1
 
@@ -74,6 +76,36 @@ PRELOAD = ["prefect", "prefect.flow_engine", "polars", "xgboost", "freshet.data.
            "freshet.modeling.forecast"]
 
 
+# What use_fork_server depends on, as checked (see freshet.upstream).
+FORK_SERVER = Expectation(
+    what="freshet.ops.serve.use_fork_server (served runs start from a fork server, not a new interpreter)",
+    package="prefect", checked="3.9.1",
+    sources={
+        # it starts a run with multiprocessing.get_context("spawn"), through the module's own `multiprocessing`
+        "prefect.flow_engine:run_flow_in_subprocess": "38820abf84e9cd5d904d6c9e86b19c8a48ad179a51b2310230b48162f98979cd",
+    },
+    advice="Read the new run_flow_in_subprocess in prefect/flow_engine.py (does it still take its context from "
+           "the module's `multiprocessing`? does Prefect now preload or fork itself?), then update "
+           "use_fork_server and this hash, or pin prefect==3.9.1; tests/ops/test_serve.py runs a flow through "
+           "the fork server. FRESHET_RUNNER=worker runs flows without this patch meanwhile.",
+)
+
+
+class _ForkServerContexts:
+    """``multiprocessing`` as flow_engine sees it, where every context is the fork server's."""
+
+    def __getattr__(self, name: str):
+        import multiprocessing
+
+        return getattr(multiprocessing, name)
+
+    @staticmethod
+    def get_context(method: str | None = None):
+        import multiprocessing
+
+        return multiprocessing.get_context("forkserver")
+
+
 def use_fork_server(preload: list[str] = PRELOAD) -> None:
     """Start each run's process from a fork server that has already imported ``preload``.
 
@@ -83,26 +115,20 @@ def use_fork_server(preload: list[str] = PRELOAD) -> None:
     process that imported them once; the run still gets its own process (its own memory,
     killed alone on cancellation), and Prefect's own code does everything else: the flow is
     handed over pickled, with the same environment and control channel as under spawn.
+    Checked before patching (``FORK_SERVER``): a changed ``prefect.flow_engine`` raises
+    ``UpstreamChanged`` with advice instead of silently starting runs with spawn.
     """
     import multiprocessing
     import multiprocessing.forkserver
 
     import prefect.flow_engine as engine
 
+    if isinstance(getattr(engine, "multiprocessing", None), _ForkServerContexts):
+        return  # patched already
+    verify(FORK_SERVER)
     if getattr(engine, "multiprocessing", None) is not multiprocessing:
-        print("freshet serve: prefect.flow_engine does not look as expected; runs start with spawn", flush=True)
-        return
-
-    class _ForkServerContexts:
-        """``multiprocessing`` as flow_engine sees it, where every context is the fork server's."""
-
-        def __getattr__(self, name: str):
-            return getattr(multiprocessing, name)
-
-        @staticmethod
-        def get_context(method: str | None = None):
-            return multiprocessing.get_context("forkserver")
-
+        raise UpstreamChanged(f"{FORK_SERVER.what}: prefect.flow_engine.multiprocessing is not the multiprocessing "
+                              f"module (something else patched it). {FORK_SERVER.advice}")
     multiprocessing.set_forkserver_preload(preload)
     multiprocessing.forkserver.ensure_running()  # pay the imports now, not on the first run
     engine.multiprocessing = _ForkServerContexts()
