@@ -77,7 +77,7 @@ def poll(what: str, fn: Callable[[], Any], timeout: float = 20.0, every: float =
 # The whole e2e session runs with Prefect's basic auth on, so every step (deploy,
 # worker, automations, CLI, REST) is proven to work with it.
 AUTH = "freshet:e2e-not-a-real-password"
-EXTRA_DATASETS = ("burst_a", "burst_b", "crash_c", "iso_busy", "iso_other", "fault_e", "pg_restart")
+EXTRA_DATASETS = ("burst_a", "burst_b", "crash_c", "dup_e", "iso_busy", "iso_other", "fault_e", "pg_restart")
 TOPOLOGIES = ("sqlite", "scale")
 
 
