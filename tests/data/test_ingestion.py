@@ -1,5 +1,5 @@
-"""Admission faults and re-admission: I/O failures are retried and never quarantine a file; a
-quarantined file is requeued after a fix (library and ``freshet requeue``)."""
+"""Admission faults and re-admission: I/O failures (scratch disk, memory, S3) are retried and never
+quarantine a file; a quarantined file is requeued after a fix (library and ``freshet requeue``)."""
 
 from __future__ import annotations
 
@@ -96,6 +96,20 @@ def test_a_memory_error_that_persists_fails_the_admission_without_quarantine(lak
     with pytest.raises(StorageError, match=r"failed after 2 attempt\(s\): TransientReadError: out of memory"):
         I.admit_file(Lake(lake_env.url, retries=1, retry_base_delay=0.01), RETAIL, uri)
     assert quarantine_dirs(lake_env) == [] and lake_env.manifest() == []
+
+
+def test_an_s3_outage_while_reading_a_landing_file_fails_the_admission_and_quarantines_nothing(
+        s3_lake: LakeHandle, tiny_sales) -> None:
+    from freshet.ops.stack import free_port
+
+    uri = s3_lake.land(tiny_sales, "week.csv")
+    # the same bucket through an endpoint where nothing listens: S3 is down (a real refused connection)
+    down = Lake(s3_lake.url, {"endpoint_url": f"http://127.0.0.1:{free_port()}", "skip_instance_cache": True,
+                              "config_kwargs": {"retries": {"max_attempts": 1}}}, retries=1, retry_base_delay=0.01)
+    with pytest.raises(StorageError, match=r"failed after 2 attempt\(s\): EndpointConnectionError"):
+        I.admit_file(down, RETAIL, uri)
+    assert quarantine_dirs(s3_lake) == [] and s3_lake.manifest() == []
+    assert I.admit_file(s3_lake.lake, RETAIL, uri).status == "admitted"  # S3 is back
 
 
 # ----------------------------------------------------------------- requeue

@@ -283,3 +283,15 @@ def test_s3_missing_bucket_is_a_permanent_error(s3_lake: LakeHandle, monkeypatch
     with pytest.raises((FileNotFoundError, StorageError)):
         lake.write_bytes(lake.path("a.json"), b"{}")
     assert time.monotonic() - started < 4, "a missing bucket was retried with backoff"
+
+
+def test_an_s3_endpoint_that_is_down_is_retried_then_fails_as_a_storage_error() -> None:
+    from freshet.ops.stack import free_port
+
+    # a real outage: nothing listens on the endpoint's port (botocore's own retries turned off to keep it short)
+    lake = Lake("s3://bucket/lake", {"endpoint_url": f"http://127.0.0.1:{free_port()}", "key": "AKIAFAKE", "secret": "fake-secret",
+                                     "skip_instance_cache": True, "config_kwargs": {"retries": {"max_attempts": 1}}},
+                retries=2, retry_base_delay=0.01)
+    with pytest.raises(StorageError, match=r"read .*/lake/landing/a.csv failed after 3 attempt\(s\): "
+                                           r"EndpointConnectionError: Could not connect"):
+        lake.read_bytes(lake.path("landing", "a.csv"))

@@ -20,6 +20,7 @@ never read-modify-write a shared object. Storage options come from settings
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import shutil
@@ -157,7 +158,7 @@ class Lake:
                 )) from None
             except PERMANENT_ERRORS:
                 raise
-            except (OSError, ConnectionError, TimeoutError) as exc:
+            except _transient_errors() as exc:
                 if _is_permanent(exc) or attempt == self.retries:
                     raise StorageError(
                         _scrub(f"{what} failed after {attempt + 1} attempt(s): {type(exc).__name__}: {exc}", self._secrets)
@@ -260,6 +261,20 @@ class Lake:
 
     def delete(self, path: str) -> None:
         self.call(f"delete {path}", lambda: self.fs.rm(path, recursive=True))
+
+
+@functools.cache
+def _transient_errors() -> tuple[type[BaseException], ...]:
+    """What a retry can fix: OS and network errors, and botocore's connection and HTTP-client errors.
+
+    s3fs lets botocore's ``EndpointConnectionError`` (an S3 endpoint that is down) and
+    ``ReadTimeoutError`` through once its own retries are spent; they are not ``OSError``.
+    """
+    try:
+        from botocore.exceptions import ConnectionError as EndpointDown, HTTPClientError
+    except ImportError:  # a local lake without the S3 extras
+        return (OSError, ConnectionError, TimeoutError)
+    return (OSError, ConnectionError, TimeoutError, EndpointDown, HTTPClientError)
 
 
 def _is_permanent(exc: BaseException) -> bool:
