@@ -1,5 +1,5 @@
 """Admission faults and re-admission: I/O failures (scratch disk, memory, S3) are retried and never
-quarantine a file; a quarantined file is requeued after a fix (library and ``freshet requeue``)."""
+quarantine a file; a quarantined file is requeued after a fix (``freshet requeue``: tests/ops/test_cli.py)."""
 
 from __future__ import annotations
 
@@ -160,20 +160,3 @@ def test_requeue_refuses_a_file_that_is_not_quarantined_or_gone(lake_env: LakeHa
     with pytest.raises(I.RequeueError, match="not in landing any more; land the fixed file under the same name"):
         I.requeue(lake, RETAIL, "empty.csv")
     assert [q["file"] for q in I.read_quarantine(lake, DATASET)] == [bad]  # nothing moved
-
-
-def test_freshet_requeue_readmits_a_fixed_file_and_refuses_in_one_line(lake_env: LakeHandle, tiny_sales,
-                                                                       capsys) -> None:
-    from freshet.ops.cli import main
-
-    uri = lake_env.land(tiny_sales.drop("price"), "week.csv")
-    assert I.admit_file(lake_env.lake, RETAIL, uri).status == "rejected"
-    assert main(["requeue", "--dataset", DATASET, "week.csv"]) == 1  # not fixed yet: quarantined again
-    assert "missing_column" in capsys.readouterr().out
-    lake_env.land(tiny_sales, "week.csv")
-    assert main(["requeue", "--dataset", DATASET, "week.csv"]) == 0
-    out = capsys.readouterr().out
-    assert f"{uri}: admitted {tiny_sales.height} rows" in out and f"freshet emit --dataset {DATASET} --uri {uri}" in out
-    assert main(["requeue", "--dataset", DATASET, "week.csv"]) == 2
-    err = capsys.readouterr().err.strip()
-    assert err.startswith("freshet: error: ") and "is not quarantined" in err and len(err.splitlines()) == 1

@@ -1,4 +1,4 @@
-"""The freshet command line: generate, emit (the same event ingest would send), status."""
+"""The freshet command line: generate, emit (the same event ingest would send), status, requeue."""
 
 from __future__ import annotations
 
@@ -190,3 +190,23 @@ def test_forecast_prints_or_writes_the_latest_forecast_and_status_shows_its_age(
     [row] = json.loads(capsys.readouterr().out)
     assert row["forecast"]["watermark"] == pointer["watermark"] and row["forecast"]["uri"] == pointer["uri"]
     assert 0 <= row["forecast"]["age_hours"] < 1
+
+
+# ----------------------------------------------------------------- requeue
+def test_freshet_requeue_readmits_a_fixed_file_and_refuses_in_one_line(lake_env: LakeHandle, tiny_sales,
+                                                                       capsys) -> None:
+    from freshet.data.ingestion import admit_file
+    from freshet.data.contracts import load_contract
+    from freshet.settings import BUNDLED_CONTRACTS
+
+    uri = lake_env.land(tiny_sales.drop("price"), "week.csv")
+    assert admit_file(lake_env.lake, load_contract(DATASET, BUNDLED_CONTRACTS), uri).status == "rejected"
+    assert main(["requeue", "--dataset", DATASET, "week.csv"]) == 1  # not fixed yet: quarantined again
+    assert "missing_column" in capsys.readouterr().out
+    lake_env.land(tiny_sales, "week.csv")
+    assert main(["requeue", "--dataset", DATASET, "week.csv"]) == 0
+    out = capsys.readouterr().out
+    assert f"{uri}: admitted {tiny_sales.height} rows" in out and f"freshet emit --dataset {DATASET} --uri {uri}" in out
+    assert main(["requeue", "--dataset", DATASET, "week.csv"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("freshet: error: ") and "is not quarantined" in err and len(err.splitlines()) == 1
