@@ -3,7 +3,7 @@
 Replays an arrival trace (generated, or the lake's own manifest) through the
 retraining policies of ``freshet.lab.policies``, each with forecasts on every
 landing and forecasts after each training, with the replay engine of
-``freshet.lab.replay`` (the shipped ``train_model`` and ``forecast_frame``), writes ``report.json`` and ``chart.png`` to ``out``, and
+``freshet.lab.engine`` (the shipped ``train_model`` and ``forecast_frame``), writes ``report.json`` and ``chart.png`` to ``out``, and
 publishes a table artifact (``freshet-policies``) and a markdown report with the
 chart embedded (``freshet-policies-report``). Reads freshet's settings like
 ``train`` does (the lake for ``from_lake``, holdout and promotion settings), with
@@ -20,34 +20,37 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
-from freshet.lab import replay
+from freshet.lab.engine import LabConfig, PolicyRun, Replay, lab_settings
 from freshet.lab.policies import Policy, Trace, default_policies
+from freshet.lab.report import chart_data_uri, format_report, format_table, table_rows, write_outputs
+from freshet.lab.run import run_lab
+from freshet.lab.traces import build_trace
 from freshet.settings import get_settings
 
 
 @task(name="build-trace", cache_policy=NO_CACHE)
 def trace_task(from_lake: bool, datasets: int, days: int, seed: int) -> tuple[Trace, Any, dict]:
-    return replay.build_trace(from_lake, datasets, days, seed, get_settings())
+    return build_trace(from_lake, datasets, days, seed, get_settings())
 
 
 # The engine holds the memoised trainings: tasks run in this process, one after another.
 @task(name="replay-policy", task_run_name="replay {policy.name}", cache_policy=NO_CACHE)
-def replay_task(engine: replay.Replay, policy: Policy) -> replay.PolicyRun:
+def replay_task(engine: Replay, policy: Policy) -> PolicyRun:
     return engine.run_policy(policy)
 
 
 @task(name="publish-lab-artifacts", cache_policy=NO_CACHE)
 def publish(report: dict[str, Any], chart: Path, report_path: Path) -> None:
-    create_table_artifact(key="freshet-policies", table=replay.table_rows(report),
+    create_table_artifact(key="freshet-policies", table=table_rows(report),
                           description="Retraining x forecasting policies: cost, served staleness and accuracy, all datasets")
-    per_dataset = "\n\n".join(f"### {d}\n\n{replay.format_table(replay.table_rows(report, d))}"
+    per_dataset = "\n\n".join(f"### {d}\n\n{format_table(table_rows(report, d))}"
                               for d in report["trace"]["datasets"])
-    notes = replay.format_report(report).rsplit("\n\n", 1)[-1]
+    notes = format_report(report).rsplit("\n\n", 1)[-1]
     markdown = (
         f"# Retraining policies\n\n{report['source']} trace, {report['trace']['start'][:10]} .. "
         f"{report['trace']['end'][:10]}; replay took {report['runtime_seconds']:.0f} s.\n\n"
-        f"{replay.format_table(replay.table_rows(report))}\n\n{notes}\n\n"
-        f"![staleness and error over time]({replay.chart_data_uri(chart)})\n\n"
+        f"{format_table(table_rows(report))}\n\n{notes}\n\n"
+        f"![staleness and error over time]({chart_data_uri(chart)})\n\n"
         f"Chart: `{chart}`, report: `{report_path}`\n\n## Per dataset\n\n{per_dataset}\n"
     )
     create_markdown_artifact(key="freshet-policies-report", markdown=markdown,
@@ -70,11 +73,11 @@ def policies(datasets: int = 3, days: int = 56, seed: int = 7, threshold_hours: 
     log = get_run_logger()
     settings = get_settings()
     trace, source, contracts = trace_task(from_lake, datasets, days, seed)
-    report = replay.run_lab(trace, source, contracts, default_policies(), replay.lab_settings(settings),
-                            replay.LabConfig(threshold=timedelta(hours=threshold_hours)),
+    report = run_lab(trace, source, contracts, default_policies(), lab_settings(settings),
+                            LabConfig(threshold=timedelta(hours=threshold_hours)),
                             source_name="lake" if from_lake else "synthetic", progress=log.info, runner=replay_task)
-    report_path, chart = replay.write_outputs(report, Path(out))
+    report_path, chart = write_outputs(report, Path(out))
     publish(report, chart, report_path)
-    print(replay.format_report(report))
+    print(format_report(report))
     return {"report": str(report_path.resolve()), "chart": str(chart.resolve()),
             "policies": {p["name"]: p["total"] for p in report["policies"]}}

@@ -22,7 +22,8 @@ from freshet.lab.policies import (
     clock_ticks,
     default_policies,
 )
-from freshet.lab.replay import inclusion_times, lag_at, share_lagging, staleness, synthetic_trace
+from freshet.lab.metrics import inclusion_times, lag_at, share_lagging, staleness
+from freshet.lab.traces import synthetic_trace
 
 MONDAY = datetime(2025, 3, 3, tzinfo=timezone.utc)  # 2025-03-03 is a Monday
 H = timedelta(hours=1)

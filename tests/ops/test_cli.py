@@ -13,6 +13,7 @@ import polars as pl
 import pytest
 
 from tests.conftest import DATASET, LakeHandle
+from tests.lab.conftest import REPO, write_daily_files
 from freshet import events
 from freshet.ops.cli import main
 
@@ -210,3 +211,42 @@ def test_freshet_requeue_readmits_a_fixed_file_and_refuses_in_one_line(lake_env:
     assert main(["requeue", "--dataset", DATASET, "week.csv"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("freshet: error: ") and "is not quarantined" in err and len(err.splitlines()) == 1
+
+
+# ---------------------------------------------------------------- policies
+def test_cli_prints_the_table_and_writes_the_report(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    from freshet.ops.cli import main
+
+    assert main(["policies", "--datasets", "1", "--days", "4", "--seed", "2", "--threshold-hours", "12",
+                 "--out", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "[4/7] event-driven:" in out and "| event-driven" in out and "| on landing" in out
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert report["config"]["threshold_hours"] == 12 and list(report["trace"]["datasets"]) == ["shop_a"]
+    assert (tmp_path / "chart.png").stat().st_size > 10_000
+
+
+def test_cli_from_an_empty_lake_explains(lake_env: LakeHandle, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    from freshet.ops.cli import main
+
+    assert main(["policies", "--from-lake", "--out", str(tmp_path)]) == 1
+    assert "land and ingest data first" in capsys.readouterr().err
+
+
+def test_cli_replays_a_folder_with_its_contract(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    from freshet.ops.cli import main
+
+    write_daily_files(tmp_path / "files", last=3)
+    # price and promotion as observed: the folder holds no plan of their future values
+    contract = tmp_path / "retail_sales.toml"
+    contract.write_text((REPO / "src/freshet/data/bundled_contracts/retail_sales.toml").read_text()
+                        .replace('known = ["price", "on_promo"]\nobserved = []', 'known = []\nobserved = ["price", "on_promo"]'))
+    assert main(["policies", "--from-dir", str(tmp_path / "files"), "--contract", str(contract), "--days", "3",
+                 "--out", str(tmp_path / "out")]) == 0
+    out = capsys.readouterr().out
+    assert "| event-driven" in out and "| on landing" in out
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert report["source"].startswith("folder ") and report["trace"]["datasets"]["retail_sales"]["arrivals"] == 2
+    event = next(p for p in report["policies"] if p["name"] == "event-driven / forecast on landing")
+    assert event["total"]["staleness"]["p50_h"] == pytest.approx(1 / 60)
+    assert main(["policies", "--from-dir", str(tmp_path / "files"), "--out", str(tmp_path / "out")]) == 2

@@ -1,1 +1,1 @@
-"""The policy lab: retraining policies and the replay engine that compares them on an arrival trace."""
+"""The policy lab: retraining policies, arrival traces, the replay engine, its measures and its report."""

@@ -8,7 +8,7 @@ a training it schedules at time ``t`` may depend only on arrivals landed at or
 before ``t`` (``tests/lab/test_policies.py`` checks every shipped policy for this).
 
 What happens at a scheduled moment is the replay's business
-(``freshet.lab.replay``), and follows ``train``: the run takes the dataset's training
+(``freshet.lab.engine``), and follows ``train``: the run takes the dataset's training
 slot, reads what has landed by then, ends as "nothing new" if a model was already
 trained on exactly that data, and otherwise trains, evaluates and maybe promotes.
 
@@ -27,7 +27,7 @@ Adding a policy: write a frozen dataclass with a ``name`` and a
             return [TrainAt(a.dataset, a.landed_at)
                     for d in trace.datasets for a in trace.new_arrivals(d)[1::2]]
 
-and pass it to ``freshet.lab.replay.run_lab(..., policies=[*default_policies(), EveryOtherArrival()])``.
+and pass it to ``freshet.lab.run.run_lab(..., policies=[*default_policies(), EveryOtherArrival()])``.
 Reads no settings.
 """
 

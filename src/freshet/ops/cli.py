@@ -55,7 +55,7 @@ def _expected_errors() -> tuple[type[BaseException], ...]:
     types: list[type[BaseException]] = [CliError, ContractError, UriRejected, StorageError, EmitError, StackError,
                                         ValidationError]
     try:
-        from freshet.lab.replay import LabError
+        from freshet.lab.traces import LabError
         types.append(LabError)
     except ImportError:  # the lab's optional imports are missing: its errors cannot occur
         pass
@@ -548,43 +548,43 @@ def cmd_policies(args: argparse.Namespace) -> int:
     report.json and chart.png (and, with several seeds, the spread over seeds)."""
     from datetime import timedelta
 
-    from freshet.lab import replay
+    from freshet.lab import engine, metrics, report as R, run, traces
     from freshet.lab.policies import default_policies
 
     settings = get_settings()
     say = lambda msg: print(msg, flush=True)  # noqa: E731 - progress lines while it runs
-    config = replay.LabConfig(threshold=timedelta(hours=args.threshold_hours))
+    config = engine.LabConfig(threshold=timedelta(hours=args.threshold_hours))
     seeds = [int(s) for s in str(args.seeds or args.seed).split(",") if s.strip()]
     if (args.from_dir or args.contract) and not (args.from_dir and args.contract):
         raise CliError("--from-dir and --contract go together", code=2)
     if args.from_dir:
-        trace, source, contracts = replay.dir_trace(Path(args.from_dir), Path(args.contract), days=args.days,
+        trace, source, contracts = traces.dir_trace(Path(args.from_dir), Path(args.contract), days=args.days,
                                                     delay=timedelta(hours=args.landing_delay_hours),
                                                     landed_at=Path(args.landed_at) if args.landed_at else None)
         name = f"folder {args.from_dir}"
         if getattr(source, "dropped_rows", 0):
             say(f"{source.dropped_rows} row(s) break the contract's rules and are left out")
     elif args.from_lake:
-        trace, source, contracts = replay.build_trace(True, args.datasets, args.days, seeds[0], settings)
+        trace, source, contracts = traces.build_trace(True, args.datasets, args.days, seeds[0], settings)
         name = "lake"
     else:
-        trace, source, contracts = replay.synthetic_trace(datasets=args.datasets, days=args.days, seed=seeds[0])
+        trace, source, contracts = traces.synthetic_trace(datasets=args.datasets, days=args.days, seed=seeds[0])
         name = f"synthetic seed {seeds[0]}"
-    report = replay.run_lab(trace, source, contracts, default_policies(), replay.lab_settings(settings), config,
+    report = run.run_lab(trace, source, contracts, default_policies(), engine.lab_settings(settings), config,
                             source_name=name, progress=say)
     spread = None
     if len(seeds) > 1 and not (args.from_dir or args.from_lake):
-        more = replay.run_seeds(seeds[1:], args.datasets, args.days, default_policies(),
-                                replay.lab_settings(settings), config, progress=say)
-        spread = replay.seed_spread([report, *more["reports"]])
+        more = run.run_seeds(seeds[1:], args.datasets, args.days, default_policies(),
+                                engine.lab_settings(settings), config, progress=say)
+        spread = metrics.seed_spread([report, *more["reports"]])
         spread_reports = [report, *more["reports"]]
     if spread:
         report["seeds"] = {"seeds": seeds, "spread": spread,
                            "reports": [{k: r[k] for k in ("source", "policies", "trace")} for r in spread_reports[1:]]}
-    path, chart = replay.write_outputs(report, Path(args.out))
-    print("\n" + replay.format_report(report))
+    path, chart = R.write_outputs(report, Path(args.out))
+    print("\n" + R.format_report(report))
     if spread:
-        print(f"\nOver seeds {', '.join(map(str, seeds))} (median [min .. max]):\n" + replay.format_spread(spread))
+        print(f"\nOver seeds {', '.join(map(str, seeds))} (median [min .. max]):\n" + R.format_spread(spread))
     print(f"\nwrote {path} and {chart} in {report['runtime_seconds']:.0f} s")
     return 0
 
