@@ -10,18 +10,18 @@ when there is one. Reads no settings.
 from __future__ import annotations
 
 import io
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 
 from rich import box
 from rich.console import Console
 from rich.table import Table
 
 
-def table(headers: Sequence[str], rows: Iterable[Sequence[str]], *, left: int = 1) -> Table:
-    """A table of text cells: the first ``left`` columns left-aligned, the others (numbers) right-aligned."""
+def table(headers: Sequence[str], rows: Iterable[Sequence[str]], *, right: Collection[str] = ()) -> Table:
+    """A table of text cells, left-aligned but for the columns named in ``right`` (numbers)."""
     out = Table(box=box.MARKDOWN, highlight=False)
-    for k, header in enumerate(headers):
-        out.add_column(header, justify="left" if k < left else "right", overflow="fold")
+    for header in headers:
+        out.add_column(header, justify="right" if header in right else "left", overflow="fold")
     for row in rows:
         out.add_row(*row)
     return out

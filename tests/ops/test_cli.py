@@ -89,12 +89,14 @@ def test_status_reads_as_a_table(lake_env: LakeHandle, tiny_sales, capsys) -> No
     admit_file(lake_env.lake, load_contract(DATASET, get_settings().contracts_dir), lake_env.land(tiny_sales, "t.csv"))
     assert main(["status"]) == 0
     lines = capsys.readouterr().out.splitlines()
-    header = next(i for i, line in enumerate(lines) if line.startswith("dataset "))
-    assert lines[header].split("  ")[0] == "dataset" and "champion" in lines[header]
-    assert set(lines[header + 1].replace(" ", "")) == {"-"}
-    row = lines[header + 2].split()
+    header = next(i for i, line in enumerate(lines) if line.startswith("| dataset "))
+    cells = lambda line: [c.strip() for c in line.strip("|").split("|")]  # noqa: E731
+    assert cells(lines[header])[:3] == ["dataset", "files", "rows"] and "champion" in cells(lines[header])
+    assert set(lines[header + 1]) == {"|", "-", ":"}  # the rule under the header; numbers right-aligned
+    row = cells(lines[header + 2])
     assert row[:3] == [DATASET, "1", str(tiny_sales.height)]
-    assert "none" in row and row[-1] == "never"
+    assert row[5] == "none" and row[-1] == "never"
+    assert len(lines) == header + 3, "one row per dataset"
 
 
 # ---------------------------------------------------------------- errors a person meets
@@ -112,9 +114,10 @@ def _freshet(args: list[str], tmp_path: Path, **env: str) -> subprocess.Complete
 
 
 @pytest.mark.parametrize("case, args, env, code, message", [
-    ("bad arguments", ["emit", "--dataset", DATASET], {}, 2,
-     "the following arguments are required: --uri (see `freshet emit --help`)"),
-    ("unknown command", ["trian"], {}, 2, "invalid choice: 'trian'"),
+    ("bad arguments", ["emit", "--dataset", DATASET], {}, 2, "Missing option '--uri'. (see `freshet emit --help`)"),
+    ("bad option value", ["up", "--runner", "cloud"], {}, 2, "'cloud' is not one of 'worker', 'serve'"),
+    ("unknown command", ["trian"], {}, 2, "No such command 'trian'"),
+    ("no command", [], {}, 2, "Missing command. (see `freshet --help`)"),
     ("unknown dataset", ["emit", "--dataset", "nope", "--uri", "{landed}", "--dry-run"], {}, 1,
      "unknown dataset 'nope'"),
     ("bad contract", ["emit", "--dataset", "shop", "--uri", "{landed}", "--dry-run"], {"FRESHET_CONTRACTS_DIR": "{contracts}"}, 1,
@@ -122,6 +125,10 @@ def _freshet(args: list[str], tmp_path: Path, **env: str) -> subprocess.Complete
     ("refused URI", ["emit", "--dataset", DATASET, "--uri", "/etc/passwd", "--dry-run"], {}, 1,
      "is outside the lake's landing area"),
     ("bad setting", ["status"], {"FRESHET_STACK_PORT": "many"}, 1, "invalid setting FRESHET_STACK_PORT"),
+    ("no contracts folder", ["status"], {"FRESHET_CONTRACTS_DIR": "{contracts}/nonexistent"}, 1,
+     "the contracts folder {contracts}/nonexistent does not exist: point FRESHET_CONTRACTS_DIR at a folder"),
+    ("empty contracts folder", ["status", "--json"], {"FRESHET_CONTRACTS_DIR": "{empty}"}, 1,
+     "the contracts folder {empty} holds no <dataset>.toml contracts"),
     ("no stack running", ["emit", "--dataset", DATASET, "--uri", "{landed}"], {}, 1,
      "no Prefect server to talk to: start the local one with `freshet up`"),
     ("server unreachable", ["deploy"], {"PREFECT_API_URL": "http://127.0.0.1:{port}/api"}, 1,
@@ -135,12 +142,60 @@ def test_an_expected_error_is_one_line_saying_what_to_do(case, args, env, code, 
     tiny_sales.write_csv(landing / "a.csv")
     (tmp_path / "contracts").mkdir()
     (tmp_path / "contracts" / "shop.toml").write_text(BAD_CONTRACT)
-    fill = {"landed": str(landing / "a.csv"), "contracts": str(tmp_path / "contracts"), "port": str(free_port())}
+    (tmp_path / "empty").mkdir()
+    fill = {"landed": str(landing / "a.csv"), "contracts": str(tmp_path / "contracts"), "empty": str(tmp_path / "empty"),
+            "port": str(free_port())}
     result = _freshet([a.format(**fill) for a in args], tmp_path, **{k: v.format(**fill) for k, v in env.items()})
     assert result.returncode == code, result.stderr
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1, f"{case}: expected one line, got:\n{result.stderr}"
-    assert lines[0].startswith("freshet: error: ") and message in lines[0], lines[0]
+    assert lines[0].startswith("freshet: error: ") and message.format(**fill) in lines[0], lines[0]
+    assert result.stdout == "", "an error prints nothing else"
+
+
+# every command and option of the README's command reference, by name
+COMMANDS = {
+    "generate": ["--dataset", "--files", "--days", "--stores", "--items", "--seed", "--start", "--out"],
+    "emit": ["--dataset", "--uri", "--dry-run"],
+    "requeue": ["--dataset"],
+    "up": ["--scale", "--runner"],
+    "serve": ["--limit", "--ready-file"],
+    "down": [],
+    "deploy": ["--create-pool"],
+    "demo": [],
+    "status": ["--json"],
+    "forecast": ["--dataset", "--out", "--rows"],
+    "policies": ["--out", "--datasets", "--days", "--seed", "--seeds", "--threshold-hours", "--from-lake", "--from-dir",
+                 "--contract", "--landing-delay-hours", "--landed-at"],
+}
+
+
+def _words(text: str) -> str:
+    """Help text without rich's panel borders and line wrapping."""
+    return " ".join(text.replace("│", " ").split())
+
+
+def test_the_help_lists_every_command_with_its_docstring(capsys) -> None:
+    from freshet.ops.cli.app import app
+
+    assert main(["--help"]) == 0
+    out = _words(capsys.readouterr().out)
+    registered = {c.callback.__name__: c.callback for c in app.registered_commands}
+    assert list(registered) == list(COMMANDS)
+    for name, fn in registered.items():
+        assert f"{name} {_words(fn.__doc__.splitlines()[0])}" in out
+    assert "--debug" in out
+
+
+@pytest.mark.parametrize("command, options", COMMANDS.items())
+def test_each_command_keeps_its_options_and_describes_them(command, options, capsys) -> None:
+    assert main([command, "--help"]) == 0
+    out = capsys.readouterr().out
+    described = [line for line in out.splitlines() if any(f"{o} " in line for o in options)]
+    for option in options:
+        line = next((x for x in described if f" {option} " in x), None)
+        assert line is not None, f"freshet {command} --help lists no {option}"
+        assert len(_words(line).split()) > 3, f"{option} has no help text: {line!r}"
 
 
 def test_debug_shows_the_traceback(tmp_path) -> None:

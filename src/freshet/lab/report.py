@@ -82,7 +82,7 @@ def format_table(rows: list[dict[str, str]]) -> str:
     """Rows of text cells as a Markdown-shaped table (``freshet.tables``): the first two columns left-aligned,
     numbers right-aligned."""
     cols = list(rows[0])
-    return tables.render(tables.table(cols, [[r[c] for c in cols] for r in rows], left=2 if len(cols) > 2 else 1))
+    return tables.render(tables.table(cols, [[r[c] for c in cols] for r in rows], right=cols[2 if len(cols) > 2 else 1:]))
 
 
 NOTES = ("served p50/p95/max: from a file landing to the first published forecast that uses it ('+': some files had "

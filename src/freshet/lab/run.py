@@ -45,13 +45,14 @@ def run_lab(trace: Trace, source: BatchSource, contracts: dict[str, Contract], p
 
 
 def run_seeds(seeds: Sequence[int], datasets: int, days: int, policies: Sequence[Policy], settings: Settings | None = None,
-              config: LabConfig = LabConfig(), progress: Callable[[str], None] = lambda _: None) -> dict[str, Any]:
+              config: LabConfig = LabConfig(), progress: Callable[[str], None] = lambda _: None,
+              runner: Callable[[Replay, Policy], PolicyRun] = Replay.run_policy) -> dict[str, Any]:
     """The synthetic lab on several seeds: per combination the median and range of its measures, and how
-    often each pair of shown combinations swaps places in the WAPE ranking."""
+    often each pair of shown combinations swaps places in the WAPE ranking (``runner`` as in ``run_lab``)."""
     reports = []
     for seed in seeds:
         progress(f"seed {seed}:")
         trace, source, contracts = synthetic_trace(datasets=datasets, days=days, seed=seed)
         reports.append(run_lab(trace, source, contracts, policies, settings, config, source_name=f"synthetic seed {seed}",
-                               progress=progress))
+                               progress=progress, runner=runner))
     return {"seeds": list(seeds), "reports": reports, "spread": seed_spread(reports)}

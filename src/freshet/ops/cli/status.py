@@ -1,0 +1,149 @@
+"""``freshet status`` and ``freshet forecast``: what the lake holds per dataset, and its latest forecast.
+
+Each command builds its output in small functions (``status_row``,
+``forecast_header``) so a new line or column is one place to add. Reads freshet's
+settings (the lake, the contracts folder); with the local stack running, its lake.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from freshet.ops.cli.api import use_stack_api
+from freshet.ops.cli.errors import CliError
+from freshet.settings import get_settings
+
+STATUS_COLUMNS = ("dataset", "files", "rows", "last landing", "watermark", "champion", "WAPE / baseline",
+                  "untrained files", "forecast", "last training")
+STATUS_NUMBERS = ("files", "rows", "untrained files")
+
+
+def dataset_status(lake, name: str, now: datetime) -> dict:
+    """One dataset's landings, champion, last training and latest forecast, as ``status --json`` prints it."""
+    from freshet.data.ingestion import read_manifest
+    from freshet.modeling import publish, registry
+
+    entries = read_manifest(lake, name)
+    models = registry.list_models(lake, name)
+    champ = registry.champion(lake, name)
+    latest = publish.read_latest(lake, name)
+    last_landing = max((e["landed_at"] for e in entries), default=None)
+    return {
+        "dataset": name,
+        "files": len(entries),
+        "rows": sum(e["rows"] for e in entries),
+        "last_landing": last_landing,
+        "staleness_hours": round((now - datetime.fromisoformat(last_landing)).total_seconds() / 3600, 2) if last_landing else None,
+        "watermark": max((e["max_time"] for e in entries), default=None),
+        "champion": champ and {"version": champ["version"], "watermark": champ["data_watermark"],
+                               "wape": champ["metrics"]["model"]["wape"], "baseline_wape": champ["metrics"]["baseline"]["wape"]},
+        "files_not_in_any_model": len(registry.uncovered(entries, models)),
+        "last_training": models and {"version": models[-1]["version"], "promoted": models[-1]["decision"]["promote"],
+                                     "reason": models[-1]["decision"]["reason"], "at": models[-1]["trained_at"]},
+        "forecast": latest and {
+            "uri": latest["uri"], "method": latest["method"], "model_version": latest["model_version"],
+            "watermark": latest["watermark"], "issued_at": latest["issued_at"], "rows": latest["rows"],
+            "age_hours": round((now - datetime.fromisoformat(latest["issued_at"])).total_seconds() / 3600, 2),
+            "missing_series": latest.get("missing_series", 0)},
+    }
+
+
+def status_row(r: dict) -> list[str]:
+    """The table's cells for one dataset's status (``STATUS_COLUMNS``)."""
+    c, t = r["champion"], r["last_training"]
+    landing = "never" if not r["last_landing"] else f"{r['staleness_hours']} h ago"
+    return [r["dataset"], str(r["files"]), str(r["rows"]), landing, r["watermark"] or "-",
+            c["version"] if c else "none", f"{c['wape']:.3f} / {c['baseline_wape']:.3f}" if c else "-",
+            str(r["files_not_in_any_model"]), _forecast_cell(r["forecast"]),
+            f"{'promoted' if t['promoted'] else 'not promoted'}: {t['reason']}" if t else "never"]
+
+
+def _forecast_cell(f: dict | None) -> str:
+    if not f:
+        return "none"
+    by = "seasonal naive" if f["method"] == "seasonal_naive" else f["model_version"]
+    return f"{f['age_hours']} h old, data to {f['watermark']}, {by}"
+
+
+def contract_names(contracts_dir: Path) -> list[str]:
+    """The datasets with a contract; an error saying what to do when the folder is missing or holds none."""
+    from freshet.data.contracts import list_datasets
+
+    names = list_datasets(contracts_dir)
+    if not names:
+        why = "holds no <dataset>.toml contracts" if contracts_dir.is_dir() else "does not exist"
+        raise CliError(f"the contracts folder {contracts_dir} {why}: point FRESHET_CONTRACTS_DIR at a folder of "
+                       "<dataset>.toml contracts, or unset it to use the bundled ones")
+    return names
+
+
+def status(
+    as_json: Annotated[bool, typer.Option("--json", help="print the status as JSON, one object per dataset")] = False,
+) -> int:
+    """per dataset: landings, champion, staleness, last training, forecast age and watermark"""
+    from freshet import tables
+    from freshet.data.lake import Lake
+
+    use_stack_api()
+    settings = get_settings()
+    lake = Lake.from_settings(settings)
+    now = datetime.now(timezone.utc)
+    rows = [dataset_status(lake, n, now) for n in contract_names(settings.contracts_dir)]
+    if as_json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    print(f"lake {settings.lake_url}\n")
+    tables.show(tables.table(STATUS_COLUMNS, [status_row(r) for r in rows], right=STATUS_NUMBERS))
+    return 0
+
+
+def forecast_by(latest: dict) -> str:
+    """Who made a published forecast: a model version, or seasonal naive while there is no champion."""
+    return "seasonal naive (no champion yet)" if latest["method"] == "seasonal_naive" else f"model {latest['model_version']}"
+
+
+def forecast_header(dataset: str, latest: dict) -> list[str]:
+    """The lines printed above a published forecast: what made it, on which data, when, and where it is."""
+    return [f"{dataset}: {latest['rows']} rows by {forecast_by(latest)}, data to {latest['watermark']}, "
+            f"issued {latest['issued_at']}", latest["uri"]]
+
+
+def forecast(
+    dataset: Annotated[str, typer.Option(help="the dataset")],
+    out: Annotated[Optional[Path], typer.Option(help="a .csv or .parquet file to write instead of printing")] = None,
+    rows: Annotated[int, typer.Option(help="rows to print")] = 20,
+) -> int:
+    """print the latest published forecast of a dataset, or write it (CSV or parquet)"""
+    from freshet.data.contracts import check_dataset_name
+    from freshet.data.lake import Lake
+    from freshet.modeling import publish
+
+    use_stack_api()
+    dataset = check_dataset_name(dataset)
+    lake = Lake.from_settings(get_settings())
+    latest = publish.read_latest(lake, dataset)
+    if latest is None:
+        raise CliError(f"no forecast published for {dataset} yet in {lake.url}; it is published when data lands "
+                       "or a model is promoted (or run the 'forecast' deployment)")
+    frame = publish.read_forecast(lake, latest)
+    header = "\n".join(forecast_header(dataset, latest))
+    if out:
+        if out.suffix.lower() in (".parquet", ".pq"):
+            frame.write_parquet(out)
+        elif out.suffix.lower() == ".csv":
+            frame.write_csv(out)
+        else:
+            raise CliError(f"--out must end in .csv or .parquet, not {out.name!r}", code=2)
+        print(f"{header}\nwrote {out}")
+        return 0
+    import polars as pl
+
+    with pl.Config(tbl_rows=rows, tbl_cols=-1):
+        print(header)
+        print(frame)
+    return 0
