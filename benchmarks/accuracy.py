@@ -61,6 +61,7 @@ sys.path.insert(1, str(Path(__file__).resolve().parents[1]))
 # slower (tests/conftest.py does the same). Every method here shares the setting.
 os.environ.setdefault("OMP_WAIT_POLICY", "passive")
 
+from freshet import tables  # noqa: E402
 from freshet.data.contracts import Contract, parse_contract  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
@@ -457,14 +458,9 @@ def table_rows(results: dict[str, Any]) -> list[list[str]]:
 HEAD = ["data set", "method", "WAPE", "p10-p90 covers (nominal 80%)", "MAE", "vs seasonal naive", "fit+forecast s / window (median)", "rows scored"]
 
 
-def render(results: dict[str, Any], markdown: bool = True) -> str:
-    rows = table_rows(results)
-    if markdown:
-        return "\n".join(["| " + " | ".join(HEAD) + " |", "|" + "---|" * len(HEAD),
-                          *["| " + " | ".join(r) + " |" for r in rows]])
-    widths = [max(len(str(x)) for x in col) for col in zip(HEAD, *rows)] if rows else [len(h) for h in HEAD]
-    fmt = lambda cells: "  ".join(str(c).ljust(w) for c, w in zip(cells, widths))  # noqa: E731
-    return "\n".join([fmt(HEAD), fmt(["-" * w for w in widths]), *map(fmt, rows)])
+def render(results: dict[str, Any]) -> str:
+    """The accuracy table, Markdown-shaped (``freshet.tables``): for the terminal and for the .md file alike."""
+    return tables.render(tables.table(HEAD, table_rows(results), right=HEAD[2:]))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -496,9 +492,7 @@ def main(argv: list[str] | None = None) -> int:
                 d["methods"] = {m: d["methods"][m] for m in order if m in d["methods"]}
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(results, indent=2, default=str))
-        print(render(results, markdown=False))
-        print()
-        print(render(results, markdown=True))
+        print(render(results))
         return 0
     load_before = os.getloadavg()
     start = time.monotonic()
@@ -509,7 +503,7 @@ def main(argv: list[str] | None = None) -> int:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2, default=str))
     print()
-    print(render(results, markdown=False))
+    print(render(results))
     print(f"\n{results['elapsed_s']:.0f} s; load average before {results['load_before']}, after "
           f"{results['load_after']}; results in {args.out}")
     return 0

@@ -29,6 +29,8 @@ os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 
 from common import GiB, RESULTS, load_average, machine, say, uptime_line  # noqa: E402
 
+from freshet import tables  # noqa: E402
+
 NAMES = ["ingestion", "training", "scale", "accuracy", "trigger_latency", "freshness", "forecast", "burst", "topologies"]
 LIVE = {"trigger_latency", "freshness", "forecast", "burst"}
 
@@ -280,19 +282,13 @@ def table(results: dict[str, Any]) -> list[dict[str, Any]]:
     return rows
 
 
-def render(rows: list[dict[str, Any]], markdown: bool) -> str:
+def render(rows: list[dict[str, Any]]) -> str:
+    """The headline table, Markdown-shaped (``freshet.tables``): for the terminal and for the .md file alike."""
     met = {True: "yes", False: "NO", None: "-"}
     head = ["benchmark", "measure", "measured", "target", "ratio", "met"]
     body = [[r["benchmark"], r["measure"], r["measured"], r["target"],
              "" if r["ratio"] is None else f"{r['ratio']:.2f}", met[r["met"]]] for r in rows]
-    if markdown:
-        lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-        lines += ["| " + " | ".join(b) + " |" for b in body]
-        return "\n".join(lines)
-    widths = [max(len(str(x)) for x in col) for col in zip(head, *body)]
-    widths[1] = min(widths[1], 90)
-    fmt = lambda cells: "  ".join(str(c)[:w].ljust(w) for c, w in zip(cells, widths))  # noqa: E731
-    return "\n".join([fmt(head), fmt(["-" * w for w in widths]), *map(fmt, body)])
+    return tables.render(tables.table(head, body, right=["ratio"]))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -307,8 +303,8 @@ def main(argv: list[str] | None = None) -> int:
         doc = json.loads(args.render.read_text())
         doc["table"] = table(doc["results"])
         args.render.write_text(json.dumps(doc, indent=2, default=str))
-        args.render.with_suffix(".md").write_text(render(doc["table"], markdown=True) + "\n")
-        print(render(doc["table"], markdown=False))
+        args.render.with_suffix(".md").write_text(render(doc["table"]) + "\n")
+        print(render(doc["table"]))
         return 0
     selected = [n for n in NAMES if not args.only or n in args.only]
     started = time.monotonic()
@@ -322,16 +318,16 @@ def main(argv: list[str] | None = None) -> int:
     doc = {**info, "table": rows, "results": results}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(doc, indent=2, default=str))
-    args.out.with_suffix(".md").write_text(render(rows, markdown=True) + "\n")
+    args.out.with_suffix(".md").write_text(render(rows) + "\n")
     print()
-    print(render(rows, markdown=False))
+    print(render(rows))
     if isinstance(results.get("accuracy"), dict) and results["accuracy"].get("datasets"):
         import accuracy
 
         print("\naccuracy (rolling-origin windows over the newest data):")
-        print(accuracy.render(results["accuracy"], markdown=False))
+        print(accuracy.render(results["accuracy"]))
         with args.out.with_suffix(".md").open("a") as fh:
-            fh.write("\n" + accuracy.render(results["accuracy"], markdown=True) + "\n")
+            fh.write("\n" + accuracy.render(results["accuracy"]) + "\n")
     print("\nratio = measured / target (met: <= 1 for upper bounds, >= 1 for lower bounds)")
     print(f"load before: {info['uptime_before']}\nload after:  {info['uptime_after']}")
     print(f"{info['elapsed_s']:.0f} s; results in {args.out} and {args.out.with_suffix('.md')}")

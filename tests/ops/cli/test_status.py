@@ -1,0 +1,86 @@
+"""``freshet status`` and ``freshet forecast``: what the lake holds per dataset (JSON, a table), its latest forecast."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import polars as pl
+
+from freshet.ops.cli import main
+
+from tests.conftest import DATASET, LakeHandle
+
+
+def test_status_reports_landings_and_the_champion(lake_env: LakeHandle, tiny_sales, capsys) -> None:
+    from freshet.data.ingestion import admit_file
+    from freshet.data.contracts import load_contract
+    from freshet.settings import get_settings
+
+    admit_file(lake_env.lake, load_contract(DATASET, get_settings().contracts_dir), lake_env.land(tiny_sales, "s.csv"))
+    assert main(["status", "--json"]) == 0
+    [row] = json.loads(capsys.readouterr().out)
+    assert row["dataset"] == DATASET and row["files"] == 1 and row["rows"] == tiny_sales.height
+    assert row["champion"] is None and row["files_not_in_any_model"] == 1
+    assert row["watermark"] == str(tiny_sales["date"].max())
+
+
+def test_status_reads_as_a_table(lake_env: LakeHandle, tiny_sales, capsys) -> None:
+    from freshet.data.contracts import load_contract
+    from freshet.data.ingestion import admit_file
+    from freshet.settings import get_settings
+
+    admit_file(lake_env.lake, load_contract(DATASET, get_settings().contracts_dir), lake_env.land(tiny_sales, "t.csv"))
+    assert main(["status"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    header = next(i for i, line in enumerate(lines) if line.startswith("| dataset "))
+    cells = lambda line: [c.strip() for c in line.strip("|").split("|")]  # noqa: E731
+    assert cells(lines[header])[:3] == ["dataset", "files", "rows"] and "champion" in cells(lines[header])
+    assert set(lines[header + 1]) == {"|", "-", ":"}  # the rule under the header; numbers right-aligned
+    row = cells(lines[header + 2])
+    assert row[:3] == [DATASET, "1", str(tiny_sales.height)]
+    assert row[5] == "none" and row[-1] == "never"
+    assert len(lines) == header + 3, "one row per dataset"
+
+
+def _publish_seasonal_naive(lake_env: LakeHandle, frame: pl.DataFrame) -> dict:
+    """A published forecast as the forecast flow writes it (file, description, latest.json)."""
+    from datetime import datetime, timezone
+
+    from freshet.data.contracts import load_contract
+    from freshet.modeling import publish
+    from freshet.modeling.forecast import forecast_frame
+    from freshet.settings import get_settings
+
+    lake = lake_env.lake
+    out, _ = forecast_frame(frame, load_contract(DATASET, get_settings().contracts_dir), None, None)
+    watermark = str(frame["date"].max())
+    path = publish.forecast_path(lake, DATASET, watermark, "abc123")
+    issued = datetime.now(timezone.utc)
+    publish.write_forecast(lake, path, out.with_columns(pl.lit("seasonal_naive").alias("model_version"),
+                                                        pl.lit(watermark).alias("data_watermark"),
+                                                        pl.lit(issued).alias("issued_at")))
+    pointer = {"forecast_id": "abc123", "path": path, "uri": lake.uri(path), "model_version": "seasonal_naive",
+               "method": "seasonal_naive", "watermark": watermark, "issued_at": issued.isoformat(), "rows": out.height}
+    lake.write_json(publish.latest_path(lake, DATASET), pointer)
+    return pointer
+
+
+def test_forecast_prints_or_writes_the_latest_forecast_and_status_shows_its_age(
+        lake_env: LakeHandle, tiny_sales, tmp_path: Path, capsys) -> None:
+    assert main(["forecast", "--dataset", DATASET]) == 1
+    assert "no forecast published" in capsys.readouterr().err
+    pointer = _publish_seasonal_naive(lake_env, tiny_sales)
+    assert main(["forecast", "--dataset", DATASET]) == 0
+    printed = capsys.readouterr().out
+    assert pointer["uri"] in printed and "seasonal naive (no champion yet)" in printed
+    for name in ("f.csv", "f.parquet"):
+        assert main(["forecast", "--dataset", DATASET, "--out", str(tmp_path / name)]) == 0
+        back = pl.read_csv(tmp_path / name) if name.endswith(".csv") else pl.read_parquet(tmp_path / name)
+        assert back.height == pointer["rows"] == 2 * 7 and set(back["method"]) == {"seasonal_naive"}
+    assert main(["forecast", "--dataset", DATASET, "--out", str(tmp_path / "f.txt")]) == 2
+    capsys.readouterr()
+    assert main(["status", "--json"]) == 0
+    [row] = json.loads(capsys.readouterr().out)
+    assert row["forecast"]["watermark"] == pointer["watermark"] and row["forecast"]["uri"] == pointer["uri"]
+    assert 0 <= row["forecast"]["age_hours"] < 1
