@@ -152,7 +152,11 @@ def test_lab_forecast_is_the_shipped_forecast_frame_and_refuses_a_future_with_th
     assert out.equals(want) and skipped.equals(want_skipped)
     series = history.select("store_id", "item_id").unique().height
     assert out.height == (series - skipped.height) * RETAIL.horizon and out.height >= RETAIL.horizon
-    assert (out["date"] > history["date"].max()).all() and set(out["method"]) == {"model"}
+    assert (out["date"] > history["date"].max()).all()
+    # the model on every row the plan covers; a row the plan lacks (a gap in the data) is the ladder's next rung
+    keys = ["store_id", "item_id", "date"]
+    assert set(out.join(plan, on=keys, how="semi")["method"]) == {"model"}
+    assert set(out.join(plan, on=keys, how="anti")["method"]) <= {"model_missing_inputs"}
     naive, _ = lab_forecast(history, RETAIL, None, plan)
     assert set(naive["method"]) == {"seasonal_naive"}
     with pytest.raises(ValueError, match="carries the target"):
