@@ -2,7 +2,7 @@
 
 The lines go to stdout as they always did (a pipe, a file or a CI log gets exactly
 those); on a terminal a progress bar with the step under way and the elapsed time
-stays under them and disappears at the end. Tables are ``freshet.tables``'. Reads
+stays under them and disappears at the end (tables: ``freshet.tables``). Reads
 no settings.
 """
 
