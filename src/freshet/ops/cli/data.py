@@ -29,7 +29,8 @@ def generate(
     stores: Annotated[int, typer.Option(help="stores (series = stores x items)")] = 8,
     items: Annotated[int, typer.Option(help="items per store")] = 12,
     seed: Annotated[int, typer.Option(help="seed of the generator")] = 7,
-    start: Annotated[datetime, typer.Option(formats=["%Y-%m-%d"], help="first date (YYYY-MM-DD)")] = datetime(2024, 1, 1),
+    start: Annotated[datetime, typer.Option(formats=["%Y-%m-%d"], metavar="YYYY-MM-DD", show_default="2024-01-01",
+                                            help="first date")] = datetime(2024, 1, 1),
     out: Annotated[Optional[str], typer.Option(help="a local folder instead of the lake's landing/<dataset>/")] = None,
 ) -> int:
     """write synthetic retail_sales landing files"""
