@@ -77,7 +77,6 @@ class LabConfig:
     pin_transform: bool = True
 
 
-
 # ------------------------------------------------------------------ the engine, behind two adapters
 # The replay reaches freshet's training and forecasting only through ``lab_train`` and
 # ``lab_forecast``, which call what the product ships: ``training.train_model`` (the
@@ -91,8 +90,6 @@ def lab_train(data: pl.DataFrame, contract: Contract, settings: Settings,
     return TR.train_model(data, contract, champion, settings)
 
 
-
-
 def lab_forecast(history: pl.DataFrame, contract: Contract, model: Fit | None,
                  future: pl.DataFrame | None) -> tuple[pl.DataFrame, pl.DataFrame]:
     """``forecast_frame``: the next ``horizon`` periods after the watermark of ``history``, by ``model`` (None:
@@ -103,7 +100,6 @@ def lab_forecast(history: pl.DataFrame, contract: Contract, model: Fit | None,
     if model is None or model.booster is None:
         return FC.forecast_frame(history, contract, None, None, future)
     return FC.forecast_frame(history, contract, model.booster, model.meta, future)
-
 
 
 # ------------------------------------------------------------------ replay
@@ -363,8 +359,6 @@ def _horizon_rows(history: pl.DataFrame, c: Contract) -> pl.DataFrame:
     watermark = history[t].max()
     times = pl.DataFrame({t: [watermark + c.period * k for k in range(1, c.horizon + 1)]}, schema={t: c.columns[t]})
     return history.select(keys).unique().join(times, how="cross") if keys else times
-
-
 
 
 def _serving(promotions: list[Promotion], moment: datetime) -> Promotion:

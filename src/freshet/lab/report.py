@@ -38,7 +38,6 @@ def format_spread(spread: dict[str, Any]) -> str:
     return format_table(rows) + "\n\nWAPE ranking per seed (best first):\n" + ranks
 
 
-
 # ------------------------------------------------------------------ output
 def _f(value: float | None, fmt: str) -> str:
     return "-" if value is None or (isinstance(value, float) and math.isnan(value)) else format(value, fmt)

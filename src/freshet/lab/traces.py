@@ -38,7 +38,6 @@ class FutureDataError(AssertionError):
     """A read asked for a batch that had not landed at the simulated moment: a replay bug."""
 
 
-
 # ------------------------------------------------------------------ data sources
 class BatchSource(Protocol):
     """Loads the rows of landed batches; refuses batches landed after ``as_of``. A source may also have
