@@ -17,7 +17,7 @@ from typing import Annotated
 import typer
 
 # typer vendors click and does not export click's UsageError (bad arguments, an unknown command); the
-# tests of the one-line usage errors (tests/ops/test_cli.py) fail if it moves
+# tests of the one-line usage errors (tests/ops/cli/test_app.py) fail if it moves
 from typer._click.exceptions import UsageError
 
 from freshet.ops.cli import data, demo, policies, stack, status
