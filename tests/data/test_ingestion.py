@@ -1,5 +1,5 @@
 """Admission faults and re-admission: I/O failures (scratch disk, memory, S3) are retried and never
-quarantine a file; a quarantined file is requeued after a fix (``freshet requeue``: tests/ops/test_cli.py)."""
+quarantine a file; a quarantined file is requeued after a fix (``freshet requeue``: tests/ops/cli/test_data.py)."""
 
 from __future__ import annotations
 
