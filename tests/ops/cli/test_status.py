@@ -49,11 +49,12 @@ def _publish_seasonal_naive(lake_env: LakeHandle, frame: pl.DataFrame) -> dict:
 
     from freshet.data.contracts import load_contract
     from freshet.modeling import publish
-    from freshet.modeling.forecast import forecast_frame
+    from freshet.modeling import forecast as FC
     from freshet.settings import get_settings
 
     lake = lake_env.lake
-    out, _ = forecast_frame(frame, load_contract(DATASET, get_settings().contracts_dir), None, None)
+    contract = load_contract(DATASET, get_settings().contracts_dir)
+    out, skipped = FC.forecast_frame(frame, contract, None, None)
     watermark = str(frame["date"].max())
     path = publish.forecast_path(lake, DATASET, watermark, "abc123")
     issued = datetime.now(timezone.utc)
@@ -61,7 +62,8 @@ def _publish_seasonal_naive(lake_env: LakeHandle, frame: pl.DataFrame) -> dict:
                                                         pl.lit(watermark).alias("data_watermark"),
                                                         pl.lit(issued).alias("issued_at")))
     pointer = {"forecast_id": "abc123", "path": path, "uri": lake.uri(path), "model_version": "seasonal_naive",
-               "method": "seasonal_naive", "watermark": watermark, "issued_at": issued.isoformat(), "rows": out.height}
+               "method": "seasonal_naive", "watermark": watermark, "issued_at": issued.isoformat(), "rows": out.height,
+               "coverage": FC.coverage(out, skipped, contract)}
     lake.write_json(publish.latest_path(lake, DATASET), pointer)
     return pointer
 
@@ -74,6 +76,7 @@ def test_forecast_prints_or_writes_the_latest_forecast_and_status_shows_its_age(
     assert main(["forecast", "--dataset", DATASET]) == 0
     printed = capsys.readouterr().out
     assert pointer["uri"] in printed and "seasonal naive (no champion yet)" in printed
+    assert "coverage seasonal_naive 100.0%" in printed
     for name in ("f.csv", "f.parquet"):
         assert main(["forecast", "--dataset", DATASET, "--out", str(tmp_path / name)]) == 0
         back = pl.read_csv(tmp_path / name) if name.endswith(".csv") else pl.read_parquet(tmp_path / name)
@@ -84,3 +87,6 @@ def test_forecast_prints_or_writes_the_latest_forecast_and_status_shows_its_age(
     [row] = json.loads(capsys.readouterr().out)
     assert row["forecast"]["watermark"] == pointer["watermark"] and row["forecast"]["uri"] == pointer["uri"]
     assert 0 <= row["forecast"]["age_hours"] < 1
+    assert row["forecast"]["coverage"]["seasonal_naive"] == 1.0 and row["forecast"]["coverage"]["not_forecast"] == 0.0
+    assert main(["status"]) == 0
+    assert "seasonal_naive 100.0%" in capsys.readouterr().out

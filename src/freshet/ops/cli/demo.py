@@ -208,7 +208,7 @@ def _demo_forecast(lake, champ, progress: Steps, timeout: float = 120.0) -> None
     """Wait for the forecast that uses the newest data and the champion, then show it and where it is."""
     from freshet.data.ingestion import read_manifest
     from freshet.modeling import publish
-    from freshet.ops.cli.status import forecast_by
+    from freshet.ops.cli.status import coverage_line, forecast_by
 
     watermark = max(e["max_time"] for e in read_manifest(lake, DEMO_DATASET))
     want = champ["version"] if champ else "seasonal_naive"
@@ -229,5 +229,10 @@ def _demo_forecast(lake, champ, progress: Steps, timeout: float = 120.0) -> None
         max(e["landed_at"] for e in read_manifest(lake, DEMO_DATASET)))).total_seconds()
     print(f"forecast    {latest['rows']} rows, {latest['series']} series, by {forecast_by(latest)}, "
           f"data to {latest['watermark']}, issued {lag:.1f} s after the newest landing")
+    print(f"            {coverage_line(latest)}; quantile columns {', '.join(c for c in frame.columns if c[1:2].isdigit())}")
+    if champ and (champ.get("intervals") or {}).get("coverage"):
+        cover = ", ".join(f"{k} {100 * v['empirical']:.0f}% (nominal {100 * v['nominal']:.0f}%)"
+                          for k, v in champ["intervals"]["coverage"].items())
+        print(f"            range calibrated on the champion's backtest: {cover}")
     print(f"            {latest['uri']}  (`freshet forecast --dataset {DEMO_DATASET} --out forecast.csv`)")
     print(frame.drop("issued_at", "data_watermark").head(8))

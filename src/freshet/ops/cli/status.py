@@ -49,7 +49,7 @@ def dataset_status(lake, name: str, now: datetime) -> dict:
             "uri": latest["uri"], "method": latest["method"], "model_version": latest["model_version"],
             "watermark": latest["watermark"], "issued_at": latest["issued_at"], "rows": latest["rows"],
             "age_hours": round((now - datetime.fromisoformat(latest["issued_at"])).total_seconds() / 3600, 2),
-            "missing_series": latest.get("missing_series", 0)},
+            "missing_series": latest.get("missing_series", 0), "coverage": latest.get("coverage") or {}},
     }
 
 
@@ -66,8 +66,11 @@ def status_row(r: dict) -> list[str]:
 def _forecast_cell(f: dict | None) -> str:
     if not f:
         return "none"
+    from freshet.modeling.forecast import format_coverage
+
     by = "seasonal naive" if f["method"] == "seasonal_naive" else f["model_version"]
-    return f"{f['age_hours']} h old, data to {f['watermark']}, {by}"
+    how = f"; {format_coverage(f['coverage'])}" if f.get("coverage") else ""
+    return f"{f['age_hours']} h old, data to {f['watermark']}, {by}{how}"
 
 
 def contract_names(contracts_dir: Path) -> list[str]:
@@ -107,10 +110,18 @@ def forecast_by(latest: dict) -> str:
     return "seasonal naive (no champion yet)" if latest["method"] == "seasonal_naive" else f"model {latest['model_version']}"
 
 
+def coverage_line(latest: dict) -> str:
+    """How the forecast's series x periods were made: ``coverage model 91.7%, seasonal_naive 8.3%``."""
+    from freshet.modeling.forecast import format_coverage
+
+    shares = latest.get("coverage")
+    return f"coverage {format_coverage(shares)}" if shares else "coverage not recorded (published by an older freshet)"
+
+
 def forecast_header(dataset: str, latest: dict) -> list[str]:
-    """The lines printed above a published forecast: what made it, on which data, when, and where it is."""
+    """The lines printed above a published forecast: what made it, on which data, when, how, and where it is."""
     return [f"{dataset}: {latest['rows']} rows by {forecast_by(latest)}, data to {latest['watermark']}, "
-            f"issued {latest['issued_at']}", latest["uri"]]
+            f"issued {latest['issued_at']}", coverage_line(latest), latest["uri"]]
 
 
 def forecast(
