@@ -235,4 +235,9 @@ def _demo_forecast(lake, champ, progress: Steps, timeout: float = 120.0) -> None
                           for k, v in champ["intervals"]["coverage"].items())
         print(f"            range calibrated on the champion's backtest: {cover}")
     print(f"            {latest['uri']}  (`freshet forecast --dataset {DEMO_DATASET} --out forecast.csv`)")
-    print(frame.drop("issued_at", "data_watermark").head(8))
+    import polars as pl
+
+    shown = [c for c in frame.columns if c not in ("issued_at", "data_watermark", "model_version", "stale_periods")]
+    ladder = frame.filter(pl.col("method") != "model").head(2)
+    with pl.Config(tbl_cols=-1, tbl_width_chars=200, fmt_str_lengths=80, tbl_hide_dataframe_shape=True):
+        print(pl.concat([frame.head(4), ladder]).select(shown))
