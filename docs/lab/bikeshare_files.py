@@ -35,13 +35,17 @@ def load(csv: Path) -> pl.DataFrame:
     ).sort("time")
 
 
-def main(out: str, csv: str | None = None) -> None:
-    frame = load(Path(csv) if csv else bikeshare_csv())
+def write_daily(frame: pl.DataFrame, out: str) -> None:
+    """One CSV per day of the ``time`` column, named ``<day>.csv``, in folder ``out``."""
     folder = Path(out)
     folder.mkdir(parents=True, exist_ok=True)
     for (day,), part in frame.group_by(pl.col("time").dt.date(), maintain_order=True):
         part.write_csv(folder / f"{day}.csv", datetime_format="%Y-%m-%dT%H:%M:%S")
     print(f"wrote {frame['time'].dt.date().n_unique()} files, {frame.height} rows, to {folder}")
+
+
+def main(out: str, csv: str | None = None) -> None:
+    write_daily(load(Path(csv) if csv else bikeshare_csv()), out)
 
 
 if __name__ == "__main__":

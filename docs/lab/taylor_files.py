@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import sys
 from datetime import datetime, timedelta
-from pathlib import Path
 
 import numpy as np
 import polars as pl
+from bikeshare_files import write_daily  # this folder is on sys.path when the script runs
 
 
 def load() -> pl.DataFrame:
@@ -30,12 +30,7 @@ def load() -> pl.DataFrame:
 
 
 def main(out: str) -> None:
-    frame = load()
-    folder = Path(out)
-    folder.mkdir(parents=True, exist_ok=True)
-    for (day,), part in frame.group_by(pl.col("time").dt.date(), maintain_order=True):
-        part.write_csv(folder / f"{day}.csv", datetime_format="%Y-%m-%dT%H:%M:%S")
-    print(f"wrote {frame['time'].dt.date().n_unique()} files, {frame.height} rows, to {folder}")
+    write_daily(load(), out)
 
 
 if __name__ == "__main__":
