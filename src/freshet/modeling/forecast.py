@@ -186,24 +186,8 @@ def forecast_frame(history: pl.LazyFrame | pl.DataFrame, contract: Contract, boo
     grid = last.select(*keys, "stale_periods").join(times, how="cross")
 
     known = list(spec.known) if booster is not None else []
-    if known:
-        fut = future if future is not None else pl.DataFrame(schema={k: contract.columns[k] for k in [*keys, t]})
-        have = [c for c in known if c in fut.columns]
-        fut = (fut.select(*keys, t, *have).with_columns(pl.col(t).cast(contract.columns[t]))
-               .unique(subset=[*keys, t], keep="last"))
-        grid = grid.join(fut, on=[*keys, t], how="left").with_columns(
-            pl.lit(None, dtype=contract.columns[c]).alias(c) for c in known if c not in have)
-        grid = grid.with_columns(pl.col(c).cast(contract.columns[c]) for c in known)
-        grid = grid.with_columns(pl.concat_list([pl.when(pl.col(c).is_null()).then(pl.lit(c)) for c in known])
-                                 .list.drop_nulls().list.join(", ").alias(_MISSING))
-        if contract.on_missing_future == "skip":
-            lacking = grid.filter(pl.col(_MISSING) != "").group_by(keys).agg(pl.col(_MISSING).unique().sort())
-            skipped.append(lacking.select(*keys, pl.format(
-                "no future value of {} for every period (on_missing_future = \"skip\")",
-                pl.col(_MISSING).list.join("; ")).alias("reason"), pl.lit(False).alias("retired")))
-            grid = grid.join(lacking.select(keys), on=keys, how="anti")
-    else:
-        grid = grid.with_columns(pl.lit("").alias(_MISSING))
+    grid, lacking = _with_future_inputs(grid, contract, known, future)
+    skipped.append(lacking)
 
     model_values = np.full(grid.height, np.nan)
     clip = bool((meta or {}).get("clip_at_zero", True)) if booster is not None else bool(
@@ -224,7 +208,44 @@ def forecast_frame(history: pl.LazyFrame | pl.DataFrame, contract: Contract, boo
     grid = grid.join(means, on=keys, how="left").join(scale, on=keys, how="left").with_columns(
         pl.coalesce(I.SCALE, pl.col(_MEAN).abs()).alias(I.SCALE))
 
-    fresh = pl.col("stale_periods") < h
+    grid = _ladder(grid, contract, has_model=booster is not None)
+    if clip:
+        grid = grid.with_columns(pl.col("forecast").clip(lower_bound=0))
+    grid = _with_quantiles(grid, contract, past, watermark, scale, meta if booster is not None else None, clip)
+    skip = pl.concat(skipped).unique(subset=keys, keep="first").sort(keys)
+    return grid.select(list(schema)).sort([*keys, t]), skip
+
+
+def _with_future_inputs(grid: pl.DataFrame, contract: Contract, known: list[str],
+                        future: pl.DataFrame | None) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """The grid with the known columns' future values and ``__missing`` (the columns without one, ``""`` if none),
+    and the series left out under ``on_missing_future = "skip"`` (keys, ``reason``, ``retired``)."""
+    keys, t = list(contract.series_keys), contract.time_column
+    none = pl.DataFrame(schema={**{k: contract.columns[k] for k in keys}, "reason": pl.String, "retired": pl.Boolean})
+    if not known:
+        return grid.with_columns(pl.lit("").alias(_MISSING)), none
+    fut = future if future is not None else pl.DataFrame(schema={k: contract.columns[k] for k in [*keys, t]})
+    have = [c for c in known if c in fut.columns]
+    fut = (fut.select(*keys, t, *have).with_columns(pl.col(t).cast(contract.columns[t]))
+           .unique(subset=[*keys, t], keep="last"))
+    grid = grid.join(fut, on=[*keys, t], how="left").with_columns(
+        pl.lit(None, dtype=contract.columns[c]).alias(c) for c in known if c not in have)
+    grid = grid.with_columns(pl.col(c).cast(contract.columns[c]) for c in known)
+    grid = grid.with_columns(pl.concat_list([pl.when(pl.col(c).is_null()).then(pl.lit(c)) for c in known])
+                             .list.drop_nulls().list.join(", ").alias(_MISSING))
+    if contract.on_missing_future != "skip":
+        return grid, none
+    lacking = grid.filter(pl.col(_MISSING) != "").group_by(keys).agg(pl.col(_MISSING).unique().sort())
+    named = lacking.select(*keys, pl.format("no future value of {} for every period (on_missing_future = \"skip\")",
+                                            pl.col(_MISSING).list.join("; ")).alias("reason"),
+                           pl.lit(False).alias("retired"))
+    return grid.join(lacking.select(keys), on=keys, how="anti"), named
+
+
+def _ladder(grid: pl.DataFrame, contract: Contract, has_model: bool) -> pl.DataFrame:
+    """``method``, ``method_detail`` and ``forecast`` of each row: the model where it can be used as trained,
+    else down the ladder (see the module docstring), saying why."""
+    fresh = pl.col("stale_periods") < contract.horizon
     model_ok = pl.col(_MODEL).is_not_null() & fresh
     missing = pl.col(_MISSING) != ""
     use_missing = pl.lit(contract.on_missing_future == "missing")
@@ -232,14 +253,14 @@ def forecast_frame(history: pl.LazyFrame | pl.DataFrame, contract: Contract, boo
               .when(model_ok & missing & use_missing).then(pl.lit(MODEL_MISSING_INPUTS))
               .when(pl.col(_SN).is_not_null()).then(pl.lit(SEASONAL_NAIVE))
               .otherwise(pl.lit(FALLBACK_MEAN)))
-    if booster is None:
+    if not has_model:
         why = pl.lit("no champion yet")
     else:
         why = (pl.when(~fresh).then(pl.format("stale: the series' newest row is {} periods before the watermark",
                                               pl.col("stale_periods")))
                .when(missing).then(pl.format("no future value of {} (on_missing_future = \"fallback\")", pl.col(_MISSING)))
                .otherwise(pl.lit("the model's inputs are incomplete (no value at its reference lag)")))
-    first = F.seasonal_lag(contract) // s
+    first = F.seasonal_lag(contract) // contract.season_length
     detail = (pl.when(pl.col("method") == MODEL).then(pl.lit(None, dtype=pl.String))
               .when(pl.col("method") == MODEL_MISSING_INPUTS).then(
                   pl.format("no future value of {}: passed to the model as missing", pl.col(_MISSING)))
@@ -248,13 +269,7 @@ def forecast_frame(history: pl.LazyFrame | pl.DataFrame, contract: Contract, boo
                                    pl.col(_MEAN_N), pl.lit(first), pl.lit(first + LADDER_SEASONS - 1), why)))
     point = (pl.when(pl.col("method").is_in([MODEL, MODEL_MISSING_INPUTS])).then(pl.col(_MODEL))
              .when(pl.col("method") == SEASONAL_NAIVE).then(pl.col(_SN)).otherwise(pl.col(_MEAN)))
-    grid = grid.with_columns(method.alias("method")).with_columns(detail.alias("method_detail"),
-                                                                  point.alias("forecast"))
-    if clip:
-        grid = grid.with_columns(pl.col("forecast").clip(lower_bound=0))
-    grid = _with_quantiles(grid, contract, past, watermark, scale, meta if booster is not None else None, clip)
-    skip = pl.concat(skipped).unique(subset=keys, keep="first").sort(keys)
-    return grid.select(list(schema)).sort([*keys, t]), skip
+    return grid.with_columns(method.alias("method")).with_columns(detail.alias("method_detail"), point.alias("forecast"))
 
 
 def _with_quantiles(grid: pl.DataFrame, contract: Contract, past: pl.DataFrame, watermark: Any, scale: pl.DataFrame,
