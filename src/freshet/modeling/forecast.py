@@ -136,6 +136,11 @@ def forecast_columns(contract: Contract) -> dict[str, pl.DataType]:
             "method": pl.String, "method_detail": pl.String, "stale_periods": pl.Int64}
 
 
+def skipped_columns(contract: Contract) -> dict[str, pl.DataType]:
+    """The schema of the series not forecast: keys, ``reason`` and ``retired``."""
+    return {**{k: contract.columns[k] for k in contract.series_keys}, "reason": pl.String, "retired": pl.Boolean}
+
+
 def _periods_between(later: pl.Expr, earlier: pl.Expr, contract: Contract) -> pl.Expr:
     period_us = contract.period.total_seconds() * 1_000_000
     return ((later - earlier).dt.total_microseconds() // int(period_us)).cast(pl.Int64)
@@ -161,7 +166,7 @@ def forecast_frame(history: pl.LazyFrame | pl.DataFrame, contract: Contract, boo
     keys, t, y = list(contract.series_keys), contract.time_column, contract.target
     lf = history.lazy()
     schema = forecast_columns(contract)
-    skip_schema = {**{k: contract.columns[k] for k in keys}, "reason": pl.String, "retired": pl.Boolean}
+    skip_schema = skipped_columns(contract)
     last = lf.group_by(keys).agg(pl.col(t).max().alias(_LAST)).collect()
     if last.height == 0:
         return pl.DataFrame(schema=schema), pl.DataFrame(schema=skip_schema)
@@ -221,7 +226,7 @@ def _with_future_inputs(grid: pl.DataFrame, contract: Contract, known: list[str]
     """The grid with the known columns' future values and ``__missing`` (the columns without one, ``""`` if none),
     and the series left out under ``on_missing_future = "skip"`` (keys, ``reason``, ``retired``)."""
     keys, t = list(contract.series_keys), contract.time_column
-    none = pl.DataFrame(schema={**{k: contract.columns[k] for k in keys}, "reason": pl.String, "retired": pl.Boolean})
+    none = pl.DataFrame(schema=skipped_columns(contract))
     if not known:
         return grid.with_columns(pl.lit("").alias(_MISSING)), none
     fut = future if future is not None else pl.DataFrame(schema={k: contract.columns[k] for k in [*keys, t]})
