@@ -27,7 +27,7 @@ from prefect.runtime import flow_run
 from freshet import events
 from freshet.data.contracts import Contract, load_contract
 from freshet.data.future import MAX_LOOKAHEAD_HOURS, future_contract, future_lake
-from freshet.data.ingestion import admit_file, load_curated, read_manifest, unadmitted_uris, unknown_landing_files
+from freshet.data.ingestion import admit_file, admit_uris, load_curated, read_manifest, unadmitted_uris, unknown_landing_files
 from freshet.data.lake import Lake
 from freshet.locks import dataset_lock
 from freshet.modeling import publish, registry
@@ -41,11 +41,7 @@ class MissingFutureValues(RuntimeError):
 @task(name="admit-pending", cache_policy=NO_CACHE)
 def admit_pending(contract: Contract, uris: list[str], settings: Settings) -> None:
     """Validate and admit event URIs the manifest does not hold yet (an announcement from outside Prefect)."""
-    lake, log = Lake.from_settings(settings), get_run_logger()
-    for uri in uris:
-        result = admit_file(lake, contract, uri, future_tolerance_hours=settings.future_tolerance_hours,
-                            on_bad_rows=settings.on_bad_rows)
-        (log.info if result.ok else log.warning)(result.message())
+    admit_uris(Lake.from_settings(settings), contract, uris, settings, get_run_logger())
 
 
 @task(name="admit-future", cache_policy=NO_CACHE)
@@ -101,10 +97,7 @@ def write(dataset: str, path: str, frame: pl.DataFrame, pointer: dict[str, Any],
 
 
 def _emit(event) -> None:
-    try:
-        events.emit(event)
-    except events.EmitError as exc:
-        get_run_logger().error("%s; the forecast is published on the lake, nothing is lost", exc)
+    events.emit_or_log(event, get_run_logger(), "the forecast is published on the lake, nothing is lost")
 
 
 def _state(lake: Lake, dataset: str) -> tuple[list[dict], list[dict], dict | None]:

@@ -74,6 +74,20 @@ def rejected_payload(dataset: str, uri: str, content_hash: str | None, reasons: 
     }
 
 
+def model_payload(meta: dict[str, Any]) -> dict[str, Any]:
+    """``model.trained`` / ``model.promoted`` / ``model.rejected``: the model's identity, metrics and decision."""
+    return {
+        "dataset": meta["dataset"],
+        "version": meta["version"],
+        "fingerprint": meta["fingerprint"],
+        "watermark": meta["data_watermark"],
+        "metrics": meta["metrics"],
+        "decision": meta["decision"],
+        "files": len(meta["lineage"]),
+        "event_id": meta["event_id"],
+    }
+
+
 def forecast_payload(dataset: str, model_version: str, method: str, watermark: str, rows: int, uri: str,
                      forecast_id: str, missing_series: int, event_id: str | None,
                      coverage: dict[str, float] | None = None) -> dict[str, Any]:
@@ -141,3 +155,15 @@ def emit(event, timeout: float = 20.0, attempts: int = 2) -> None:
                 continue
             raise EmitError(f"could not deliver {event.event} ({event.id}) to the Prefect API after {attempt} "
                             f"attempt(s): {type(exc).__name__}: {exc}") from exc
+
+
+def emit_or_log(event, log: Any, consequence: str) -> None:
+    """``emit``, logging an undelivered event as an error with what it means (``consequence``) instead of raising.
+
+    For announcements after the outcome is already on the lake: a lost event delays a
+    reaction, it loses nothing.
+    """
+    try:
+        emit(event)
+    except EmitError as exc:
+        log.error("%s; %s", exc, consequence)

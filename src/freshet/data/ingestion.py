@@ -388,6 +388,18 @@ def admit_file(lake: Lake, contract: Contract, uri: str, *, now: datetime | None
                         future_tolerance_hours=future_tolerance_hours, on_bad_rows=on_bad_rows, publish=True)
 
 
+def admit_uris(lake: Lake, contract: Contract, uris: list[str], settings: Any, log: Any) -> list[str]:
+    """``admit_file`` on each URI with the settings' tolerance and bad-row rule, logged; returns the problems found."""
+    problems = []
+    for uri in uris:
+        result = admit_file(lake, contract, uri, future_tolerance_hours=settings.future_tolerance_hours,
+                            on_bad_rows=settings.on_bad_rows)
+        (log.info if result.ok else log.warning)(result.message())
+        if not result.ok:
+            problems.append(result.message())
+    return problems
+
+
 class RequeueError(ValueError):
     """A file cannot be requeued: it is not quarantined, or no longer in landing."""
 

@@ -86,3 +86,47 @@ def promote(lake: Lake, dataset: str, version: str) -> None:
         lake.champion_path(dataset),
         {"version": version, "promoted_at": datetime.now(timezone.utc).isoformat()},
     )
+
+
+LINEAGE_FIELDS = ("content_hash", "uri", "rows", "min_time", "max_time", "landed_at", "admitted_at")
+
+
+def model_record(trained: dict[str, Any], *, dataset: str, version: str, fingerprint: str,
+                 entries: list[dict[str, Any]], champion_meta: dict[str, Any] | None, contract_fingerprint: str,
+                 event_id: str | None, flow_run_id: str) -> dict[str, Any]:
+    """A model's meta.json: the training's fields (``TrainingResult.meta``) with lineage, versions and run ids.
+
+    ``new_files`` are the manifest entries the champion had not seen: the landings this model answers.
+    """
+    import platform
+    from importlib.metadata import version as installed
+
+    import polars as pl
+
+    import freshet
+
+    seen = {c["content_hash"] for c in (champion_meta or {}).get("lineage", [])}
+    return {
+        "version": version,
+        "dataset": dataset,
+        "fingerprint": fingerprint,
+        "trained_at": datetime.now(timezone.utc).isoformat(),
+        "lineage": [{k: e.get(k) for k in LINEAGE_FIELDS} for e in entries],
+        "new_files": [e["content_hash"] for e in entries if e["content_hash"] not in seen],
+        "champion_version": champion_meta["version"] if champion_meta else None,
+        **trained,
+        "contract": contract_fingerprint,
+        "versions": {"freshet": freshet.__version__, "xgboost": xgb.__version__, "polars": pl.__version__,
+                     "prefect": installed("prefect"), "python": platform.python_version()},
+        "event_id": event_id,
+        "flow_run_id": flow_run_id,
+    }
+
+
+def freshness_lag_seconds(meta: dict[str, Any], now: datetime | None = None) -> float | None:
+    """Seconds from the oldest new file's landing to ``now`` (the promotion), None without landing times."""
+    fresh = set(meta["new_files"])
+    landed = [e["landed_at"] for e in meta["lineage"] if e["content_hash"] in fresh and e.get("landed_at")]
+    if not landed:
+        return None
+    return ((now or datetime.now(timezone.utc)) - datetime.fromisoformat(min(landed))).total_seconds()

@@ -26,7 +26,7 @@ import math
 import time
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import polars as pl
@@ -81,6 +81,7 @@ class TrainingResult:
     promote: bool
     reason: str
     eval_booster: xgb.Booster | None = None  # the model the backtest scored (trained without the backtest rows)
+    champion_note: str | None = None  # why the champion could not be scored (the gate then failed closed)
     timings: dict[str, float] = field(default_factory=dict)
 
 
@@ -320,9 +321,30 @@ def refit_rounds(best_rounds: int, train_rows: int, all_rows: int, max_rounds: i
     return max(1, min(max_rounds, round(best_rounds * scale)))
 
 
+class Steps:
+    """Runs the named steps of one training in order, timing each (``timings``).
+
+    ``wrap(name, fn)`` returns what runs a step: the ``train`` flow makes each a Prefect
+    task (the UI shows every step), the policy lab and the benchmarks call them plainly.
+    The flow's own I/O steps (load, register) go through the same object, so one
+    ``timings`` dict describes the whole run.
+    """
+
+    def __init__(self, wrap: Callable[[str, Callable[..., Any]], Callable[..., Any]] | None = None) -> None:
+        self.wrap = wrap
+        self.timings: dict[str, float] = {}
+
+    def __call__(self, name: str, fn: Callable[..., Any], *args: Any) -> Any:
+        run = self.wrap(name, fn) if self.wrap else fn
+        start = time.perf_counter()
+        out = run(*args)
+        self.timings[name] = round(time.perf_counter() - start, 3)
+        return out
+
+
 def train_model(history: pl.LazyFrame | pl.DataFrame, contract: Contract,
                 champion: tuple[xgb.Booster, dict[str, Any]] | None, settings: Any,
-                stats: dict[str, Any] | None = None) -> TrainingResult:
+                stats: dict[str, Any] | None = None, steps: Steps | None = None) -> TrainingResult:
     """Train, backtest, refit and decide on one history (Prefect-free; the ``train`` flow and the policy lab call it).
 
     Args:
@@ -331,6 +353,7 @@ def train_model(history: pl.LazyFrame | pl.DataFrame, contract: Contract,
         champion: ``(booster, meta)`` of the current champion, or None for a first model.
         settings: a ``freshet.settings.Settings`` (XGBoost knobs, ``min_improvement``, span overrides).
         stats: optional precomputed ``rows``/``min``/``max`` of ``history`` (saves a scan).
+        steps: what runs and times each step (the flow's wraps them in tasks); plain calls by default.
 
     Returns:
         A :class:`TrainingResult`: the refit serving booster, meta fields (``feature_spec``, ``features``,
@@ -342,19 +365,12 @@ def train_model(history: pl.LazyFrame | pl.DataFrame, contract: Contract,
         NotEnoughHistoryError: too little history for the backtest and validation spans.
         features.NonFiniteFeatureError: a feature would hold +-inf (names the column).
     """
-    timings: dict[str, float] = {}
-
-    def timed(name: str, fn, *args):
-        start = time.perf_counter()
-        out = fn(*args)
-        timings[name] = round(time.perf_counter() - start, 3)
-        return out
-
-    prep = timed("features", prepare, history, contract, settings, stats)
-    chosen, candidates = timed("fit", fit_candidates, prep, settings)
-    scores, windows, note = timed("evaluate", backtest, prep, chosen, champion)
-    served = timed("refit", refit, prep, chosen, settings)
-    return finish(prep, chosen, candidates, scores, windows, note, served, settings, timings)
+    steps = steps or Steps()
+    prep = steps("features", prepare, history, contract, settings, stats)
+    chosen, candidates = steps("fit", fit_candidates, prep, settings)
+    scores, windows, note = steps("evaluate", backtest, prep, chosen, champion)
+    served = steps("refit", refit, prep, chosen, settings)
+    return finish(prep, chosen, candidates, scores, windows, note, served, settings, steps.timings)
 
 
 def finish(prep: Prepared, chosen: Candidate, candidates: list[Candidate], scores: dict, windows: list,
@@ -389,4 +405,5 @@ def finish(prep: Prepared, chosen: Candidate, candidates: list[Candidate], score
                  "holdout": prep.backtest.height, "refit": served.rows},
         "timings": timings,
     }
-    return TrainingResult(served.booster, meta, scores, windows, promote, reason, chosen.fit.booster, timings)
+    return TrainingResult(served.booster, meta, scores, windows, promote, reason, eval_booster=chosen.fit.booster,
+                          timings=timings, champion_note=note)
