@@ -5,19 +5,30 @@ contract, writes curated parquet and one manifest entry per admitted file, then
 emits ``data.landed``. Bad rows or files go to quarantine with a reason and a
 ``data.rejected`` event, and the run fails with a message naming file, column
 and rule. Re-ingesting a file changes nothing (content-hash idempotency).
+
+After the announcement (so the landing-to-forecast latency is unchanged), the run
+scores every published forecast the landed actuals can now judge
+(``modeling.live``), emits ``forecast.scored`` and, when the champion's live WAPE
+drifts past the contract's ``drift_tolerance``, ``model.degraded`` (the shipped
+automation ``freshet-train-on-model-degraded`` then starts ``train``). A forecast
+file that cannot be read fails the run; a retry scores the same state once.
 """
 
 from __future__ import annotations
 
+import base64
 from datetime import datetime, timezone
 
 from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
 from freshet import events
 from freshet.data.contracts import Contract, load_contract
 from freshet.data.ingestion import Admission, admit_file, landing_path
 from freshet.data.lake import Lake
+from freshet.modeling import live, registry
+from freshet.modeling import scoring as S
 from freshet.settings import Settings, get_settings
 
 
@@ -71,6 +82,74 @@ def announce(dataset: str, admissions: list[Admission]) -> list[str]:
     return problems
 
 
+@task(name="score", cache_policy=NO_CACHE)
+def score(contract: Contract, settings: Settings) -> dict | None:
+    """Score the published forecasts on the landed actuals; announce the scores and any drift, once per state."""
+    log = get_run_logger()
+    lake = Lake.from_settings(settings)
+    models = registry.list_models(lake, contract.name)
+    scored = live.score_lake(lake, contract, models)
+    if scored is None:
+        log.info("score %s: no published forecast covers a landed period yet", contract.name)
+        return None
+    summary = scored.summary
+    if not scored.new:
+        log.info("score %s: this state was scored before (%s); nothing to do", contract.name, scored.path)
+        return summary
+    dataset, key = contract.name, summary["key"]
+    events.emit(events.build_event(events.FORECAST_SCORED, dataset, events.scored_payload(summary), [key]))
+    log.info("score %s: %s; %d actual row(s) no forecast covered (ignored)", dataset, live.live_wape_line(summary),
+             summary["unforecast_rows"])
+    (log.warning if summary["drift"]["degraded"] else log.info)("drift %s: %s", dataset, summary["drift_text"])
+    if summary["drift"]["degraded"]:
+        payload = events.scored_payload(summary) | {"reason": summary["drift_text"]}
+        events.emit(events.build_event(events.MODEL_DEGRADED, dataset, payload, [key]))
+    _publish_live_artifact(contract, scored, models)
+    live.commit(lake, scored)  # last: a run that failed before this scores the same state again, same event ids
+    return summary
+
+
+def _publish_live_artifact(contract: Contract, scored: live.Scored, models: list[dict]) -> None:
+    s, t = scored.summary, contract.time_column
+    backtest = {m["version"]: m["metrics"]["model"]["wape"] for m in models}
+    promotions = [(datetime.fromisoformat(m["data_watermark"]).date() if not contract.is_datetime
+                   else datetime.fromisoformat(m["data_watermark"]), m["version"])
+                  for m in models if m["decision"]["promote"]]
+    first = scored.rows[t].min()
+    png = live.chart_png(S.over_time(scored.rows, contract), t, backtest,
+                         [(at, v) for at, v in promotions if at >= first])
+    worst = S.worst_series(scored.rows, contract)
+    cols = [*contract.series_keys, "rows", "wape", "mae", "bias"]
+    table = "\n".join("| " + " | ".join(f"{r[c]:.3f}" if isinstance(r[c], float) else str(r[c]) for c in cols) + " |"
+                      for r in worst.to_dicts())
+    models_md = "\n".join(
+        f"| {m['model_version']} | {m['rows']} | {m['wape']:.3f} | "
+        + (f"{m['backtest_wape']:.3f}" if m.get("backtest_wape") is not None else "-")
+        + f" | {m['bias']:+.3f} | " + (f"{100 * m['coverage']:.0f}%" if m.get("coverage") is not None else "-") + " |"
+        for m in s["by_model"])
+    md = f"""# {contract.name}: live accuracy
+
+**Drift:** {s['drift_text']}
+
+Scored {s['overall']['rows']} series x periods up to {s['watermark']} with the forecast in hand when each period
+began; {s['unforecast_rows']} landed rows no forecast covered (ignored). Scores: `{s['uri']}`.
+
+| model | rows | live WAPE | backtest WAPE | bias | interval coverage |
+|---|---|---|---|---|---|
+{models_md}
+
+![live WAPE vs backtest WAPE](data:image/png;base64,{base64.b64encode(png).decode()})
+
+**Worst series** (largest absolute error)
+
+| {' | '.join(cols)} |
+|{'---|' * len(cols)}
+{table}
+"""
+    create_markdown_artifact(key=f"freshet-{contract.name.replace('_', '-')}-live-accuracy", markdown=md,
+                             description=f"Live accuracy of the published {contract.name} forecasts")
+
+
 def resolve_uris(lake: Lake, dataset: str, uris: list[str] | None) -> list[str]:
     """The URIs to ingest: those given, or every file in the dataset's landing folder."""
     if uris:
@@ -97,6 +176,7 @@ def ingest(dataset: str = "retail_sales", uris: list[str] | None = None) -> dict
         landing_path(lake, uri)  # refuse URIs outside the landing area before reading anything
     admissions = [admit(contract, uri, settings) for uri in todo]
     problems = announce(dataset, admissions)
+    scores = score(contract, settings)
     counts = {s: sum(a.status == s for a in admissions) for s in ("admitted", "partial", "duplicate", "rejected")}
     summary = {
         "dataset": dataset,
@@ -104,6 +184,7 @@ def ingest(dataset: str = "retail_sales", uris: list[str] | None = None) -> dict
         "rows_admitted": sum(a.entry["rows"] for a in admissions if a.status in ("admitted", "partial")),
         "rows_quarantined": sum(a.rows_rejected for a in admissions),
         "announced": not problems,
+        "scores": scores and {k: scores[k] for k in ("uri", "overall", "by_model", "unforecast_rows", "drift")},
         "files": [{"uri": a.uri, "status": a.status, "content_hash": a.content_hash} for a in admissions],
     }
     print(

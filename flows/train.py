@@ -138,7 +138,7 @@ def _emit(name: str, dataset: str, payload: dict, keys: list[str]) -> None:
 
 @flow(name="train", log_prints=True)
 def train(dataset: str = "retail_sales", uris: list[str] | None = None, event_id: str | None = None,
-          force: bool = False) -> dict:
+          force: bool = False, reason: str | None = None) -> dict:
     """Train an XGBoost forecaster on everything the manifest holds; promote it if it beats the champion.
 
     Args:
@@ -146,8 +146,13 @@ def train(dataset: str = "retail_sales", uris: list[str] | None = None, event_id
         uris: Landing URIs named by the triggering data.landed event. Any not yet in the manifest are validated and admitted first. Leave empty when starting by hand.
         event_id: Id of the triggering event (for lineage); filled in by the automation.
         force: Train even when a model for exactly this data already exists.
+        reason: Why the run was started, when not by data.landed (model.degraded fills in the drift evidence).
     """
     settings = get_settings()
+    if reason:
+        print(f"train {dataset}: started because {reason}")
+        create_markdown_artifact(key=f"freshet-{dataset.replace('_', '-')}-trigger", markdown=f"# Why train ran\n\n{reason}",
+                                 description=f"What started this {dataset} training run")
     contract = load_contract(dataset, settings.contracts_dir)
     lake = Lake.from_settings(settings)
     if pending := unadmitted_uris(lake, dataset, list(uris or []), settings.max_event_uris, event_id):

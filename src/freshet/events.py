@@ -21,6 +21,8 @@ MODEL_PROMOTED = "model.promoted"
 MODEL_REJECTED = "model.rejected"
 DATASET_STALE = "freshet.dataset.stale"
 FORECAST_PUBLISHED = "forecast.published"
+FORECAST_SCORED = "forecast.scored"
+MODEL_DEGRADED = "model.degraded"
 
 RESOURCE_PREFIX = "freshet.dataset."
 DATASET_LABEL = "freshet.dataset"
@@ -104,6 +106,12 @@ def forecast_payload(dataset: str, model_version: str, method: str, watermark: s
         "coverage": coverage or {},
         "event_id": event_id,
     }
+
+
+def scored_payload(summary: dict[str, Any]) -> dict[str, Any]:
+    """Payload of ``forecast.scored`` (and ``model.degraded``): the headline figures of one scoring pass."""
+    return {k: summary[k] for k in ("dataset", "key", "uri", "watermark", "unforecast_rows", "overall", "by_model",
+                                    "drift")}
 
 
 def build_event(name: str, dataset: str, payload: dict[str, Any], keys: list[str], related: list[dict[str, str]] | None = None):

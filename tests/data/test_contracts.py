@@ -183,6 +183,14 @@ MALFORMED = [
                  id="retire-bad"),
     pytest.param(_edit("horizon = 7", 'horizon = 7\non_missing_future = "zero"'), "on_missing_future", "zero",
                  id="bad-on-missing-future"),
+    pytest.param(_edit("horizon = 7", 'horizon = 7\ndrift_window = "36h"'), "drift_window", "whole number",
+                 id="drift-window-not-whole-periods"),
+    pytest.param(_edit("horizon = 7", 'horizon = 7\ndrift_window = "weekish"'), "drift_window", "duration",
+                 id="drift-window-bad"),
+    pytest.param(_edit("horizon = 7", "horizon = 7\ndrift_tolerance = 0"), "drift_tolerance", "positive",
+                 id="drift-tolerance-zero"),
+    pytest.param(_edit("horizon = 7", 'horizon = 7\ndrift_tolerance = "high"'), "drift_tolerance", "positive",
+                 id="drift-tolerance-string"),
 ]
 
 
@@ -192,6 +200,9 @@ def test_forecast_settings_default_and_parse(tmp_path: Path) -> None:
     text = _edit("horizon = 7", 'horizon = 7\nquantiles = [0.95, 0.05]\nretire_after = "2w"\non_missing_future = "fallback"')
     c = parse_contract(write(tmp_path, text))
     assert (c.quantiles, c.on_missing_future, c.retire_after_periods) == ((0.05, 0.95), "fallback", 14)
+    assert (plain.drift_window_periods, plain.drift_tolerance) == (7, 0.5)
+    c = parse_contract(write(tmp_path, _edit("horizon = 7", 'horizon = 7\ndrift_window = "2w"\ndrift_tolerance = 0.25')))
+    assert (c.drift_window_periods, c.drift_tolerance) == (14, 0.25)
 
 
 @pytest.mark.parametrize(("text", "fld", "why"), MALFORMED)

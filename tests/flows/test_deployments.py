@@ -31,7 +31,11 @@ def test_entrypoints_import_and_every_parameter_is_usable_from_the_ui(name: str,
 
 
 def test_the_train_trigger_matches_freshets_events_and_settings() -> None:
-    [trigger] = DEPLOYMENTS["train"]["triggers"]
+    trigger, degraded = DEPLOYMENTS["train"]["triggers"]
+    # drift retrains a dataset on its own trigger, with the evidence as the run's reason
+    assert degraded["expect"] == [events.MODEL_DEGRADED] and degraded["for_each"] == ["prefect.resource.id"]
+    assert set(degraded["parameters"]) == {"dataset", "event_id", "reason"}
+    assert "event.payload.reason" in degraded["parameters"]["reason"]
     assert trigger["expect"] == [events.DATA_LANDED]
     assert trigger["match"]["prefect.resource.id"] == f"{events.RESOURCE_PREFIX}*"
     assert trigger["for_each"] == ["prefect.resource.id"]

@@ -45,6 +45,11 @@ BACKTEST_WINDOWS = 4  # default rolling-origin windows of ``horizon`` periods ea
 DEFAULT_QUANTILES = (0.1, 0.5, 0.9)
 # What a forecast does for a period whose known-in-advance input has no future value (see modeling.forecast).
 ON_MISSING_FUTURE = ("missing", "fallback", "skip")
+# Live accuracy (modeling.scoring): model.degraded fires when the champion's WAPE on the newest ``drift_window`` of
+# scored periods exceeds its backtest WAPE by more than ``drift_tolerance`` (a share: 0.5 = 50 % worse). 0.5 was
+# measured on the lab's replays (README, "Live accuracy"): below it, ordinary week-to-week noise fires.
+DEFAULT_DRIFT_WINDOW = "7d"  # rounded up to whole periods
+DEFAULT_DRIFT_TOLERANCE = 0.5
 RULE_KEYS = {"non_null", "min", "max", "allowed"}
 
 
@@ -108,6 +113,8 @@ class Contract:
     quantiles: tuple[float, ...] = DEFAULT_QUANTILES  # forecast quantile columns (p10, p50, p90)
     on_missing_future: str = "missing"      # a known input without a future value: missing | fallback | skip
     retire_after_periods: int | None = None  # series with no row for this long are no longer forecast
+    drift_window_periods: int = 7  # live accuracy pools this many newest periods (contract ``drift_window``)
+    drift_tolerance: float = DEFAULT_DRIFT_TOLERANCE  # model.degraded when live WAPE > backtest WAPE x (1 + this)
     description: str = ""
     source: str = ""
     fingerprint: str = ""
@@ -262,6 +269,20 @@ def parse_contract(path: Path) -> Contract:
             raise _fail(path, "retire_after", f"{raw['retire_after']!r} is shorter than the horizon ({horizon} periods "
                         f"of {frequency!r}): a series would be retired while its last forecast is still running")
         retire_after = -(-retire // period)
+    drift_periods = -(-parse_duration(DEFAULT_DRIFT_WINDOW) // period)  # default: a week, rounded up to whole periods
+    if "drift_window" in raw:
+        try:
+            drift_window = parse_duration(raw["drift_window"])
+        except ValueError as exc:
+            raise _fail(path, "drift_window", str(exc)) from None
+        if drift_window < period or drift_window % period != timedelta(0):
+            raise _fail(path, "drift_window", f"{raw['drift_window']!r} is not a whole number (at least 1) of periods "
+                        f"of {frequency!r}")
+        drift_periods = drift_window // period
+    tolerance = raw.get("drift_tolerance", DEFAULT_DRIFT_TOLERANCE)
+    if isinstance(tolerance, bool) or not isinstance(tolerance, (int, float)) or tolerance <= 0:
+        raise _fail(path, "drift_tolerance", f"must be a positive number (a share: 0.5 = 50 % worse than the "
+                    f"backtest), got {tolerance!r}")
     staleness = raw.get("staleness_hours", 48)
     if not isinstance(staleness, (int, float)) or staleness <= 0:
         raise _fail(path, "staleness_hours", "must be a positive number")
@@ -310,6 +331,8 @@ def parse_contract(path: Path) -> Contract:
         quantiles=tuple(sorted(float(q) for q in quantiles)),
         on_missing_future=on_missing,
         retire_after_periods=retire_after,
+        drift_window_periods=drift_periods,
+        drift_tolerance=float(tolerance),
         description=str(raw.get("description", "")),
         source=str(path),
         fingerprint=hashlib.sha256(path.read_bytes()).hexdigest()[:16],

@@ -9,6 +9,7 @@ Layout under the base URL::
     models/<dataset>/<version>/                model.ubj + meta.json (meta written last)
     models/<dataset>/champion.json             pointer to the champion version
     forecasts/<dataset>/<id>.parquet           published forecasts (+ latest.json, the pointer)
+    scores/<dataset>/<watermark>-<key>.parquet live accuracy of the published forecasts (+ .json summary, last)
     future/landing|curated|manifest|quarantine/<dataset>/   future values of known-in-advance columns
 
 Every object a reader can see is published atomically: local files are written

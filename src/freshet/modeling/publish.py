@@ -28,9 +28,13 @@ def forecast_id(model_version: str, data_fingerprint: str, future_fingerprint: s
     return hashlib.sha256(f"{model_version}|{data_fingerprint}|{future_fingerprint}".encode()).hexdigest()[:16]
 
 
+def stamped_name(watermark: str, fid: str) -> str:
+    """``<watermark as YYYYMMDDTHHMMSS>-<id>.parquet``: names sort by watermark."""
+    return f"{datetime.fromisoformat(str(watermark)).strftime('%Y%m%dT%H%M%S')}-{fid}.parquet"
+
+
 def forecast_path(lake: Lake, dataset: str, watermark: str, fid: str) -> str:
-    stamp = datetime.fromisoformat(str(watermark)).strftime("%Y%m%dT%H%M%S")
-    return lake.path("forecasts", dataset, f"{stamp}-{fid}.parquet")
+    return lake.path("forecasts", dataset, stamped_name(watermark, fid))
 
 
 def latest_path(lake: Lake, dataset: str) -> str:
