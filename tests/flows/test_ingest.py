@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-from datetime import date, datetime, timezone
+from datetime import date, datetime, timedelta, timezone
 
 import polars as pl
 import pytest
@@ -475,3 +475,75 @@ def test_a_quarantine_record_is_valid_json_a_person_can_read(lake_env: LakeHandl
     assert doc["reasons"][0]["rule"] == "max" and doc["reasons"][0]["examples"][0]["units_sold"] == "NaN"
     assert pl.read_parquet(io.BytesIO(lake_env.lake.read_bytes(
         lake_env.lake.path("quarantine", DATASET, sha256(body), "rows.parquet"))))["units_sold"].to_list() == ["NaN"]
+
+
+# --------------------------------------------------------------------- live accuracy (scores on landing)
+def _events_with_id(name: str, event_id: str) -> list:
+    from prefect.client.orchestration import get_client
+    from prefect.events.filters import EventFilter, EventIDFilter, EventNameFilter
+
+    with get_client(sync_client=True) as client:
+        return client.read_events(EventFilter(event=EventNameFilter(name=[name]), id=EventIDFilter(id=[event_id])),
+                                  limit=50).events
+
+
+def test_a_landing_scores_the_forecast_in_hand_once_however_often_it_is_ingested(
+        prefect_api, lake_env: LakeHandle, request: pytest.FixtureRequest) -> None:
+    from flows.forecast import forecast
+    from freshet.modeling import live, publish
+
+    sales = generate_retail_sales(seed=seed_for(request), stores=2, items=3, days=84, missing_rate=0.0)
+    cut = sales["date"].max() - timedelta(days=7)
+    history, week = sales.filter(pl.col("date") <= cut), sales.filter(pl.col("date") > cut)
+    first = ingest(dataset=DATASET, uris=[lake_env.land(history, "history.csv")])
+    assert first["scores"] is None  # nothing published yet
+    assert forecast(dataset=DATASET)["status"] == "published"  # seasonal naive: no champion
+    [pointer] = [lake_env.read_json("forecasts", DATASET, n) for n in lake_env.listing("forecasts", DATASET)
+                 if n.endswith(".json") and n != publish.LATEST]
+
+    uri = lake_env.land(week, "week.csv")
+    state = ingest(dataset=DATASET, uris=[uri], return_state=True)
+    scores = state.result()["scores"]
+    # every series x period of the week was forecast by the one published forecast, a week ahead at most
+    assert scores["overall"]["rows"] == week.height == 6 * 7 and scores["unforecast_rows"] == 0
+    [by_model] = scores["by_model"]
+    assert by_model["model_version"] == "seasonal_naive" and by_model["backtest_wape"] is None
+    summary, rows = live.latest(lake_env.lake, DATASET)
+    assert set(rows["forecast_id"]) == {pointer["forecast_id"]} and sorted(set(rows["step"])) == list(range(1, 8))
+    expected = rows.select((pl.col("forecast") - pl.col("actual")).abs().sum() / pl.col("actual").abs().sum()).item()
+    assert expected > 0 and scores["overall"]["wape"] == pytest.approx(expected)
+    assert summary["drift"]["degraded"] is False and "no drift verdict" in summary["drift_text"]  # no champion
+    [event] = run_events(flow_run_id(state), events.FORECAST_SCORED)
+    assert event.payload["overall"]["wape"] == pytest.approx(expected) and event.payload["uri"] == summary["uri"]
+
+    # the same landing again, and a plain re-ingest: the same scores, no second file, no second event
+    before = sorted(lake_env.listing("scores", DATASET))
+    again = ingest(dataset=DATASET, uris=[uri])
+    assert again["duplicate"] == 1 and again["scores"] == scores
+    assert ingest(dataset=DATASET)["scores"] == scores
+    assert sorted(lake_env.listing("scores", DATASET)) == before and len(before) == 2  # parquet + summary
+    assert len(_events_with_id(events.FORECAST_SCORED, str(event.id))) == 1
+
+
+def test_an_unreadable_forecast_fails_the_run_naming_it_and_a_retry_scores_once(
+        prefect_api, lake_env: LakeHandle, request: pytest.FixtureRequest) -> None:
+    from flows.forecast import forecast
+    from freshet.modeling import publish
+
+    sales = generate_retail_sales(seed=seed_for(request), stores=2, items=2, days=70, missing_rate=0.0)
+    cut = sales["date"].max() - timedelta(days=7)
+    ingest(dataset=DATASET, uris=[lake_env.land(sales.filter(pl.col("date") <= cut), "history.csv")])
+    forecast(dataset=DATASET)
+    lake = lake_env.lake
+    path = publish.read_latest(lake, DATASET)["path"]
+    good = lake.read_bytes(path)
+    lake.write_bytes(path, b"not parquet")
+    state = ingest(dataset=DATASET, uris=[lake_env.land(sales.filter(pl.col("date") > cut), "week.csv")],
+                   return_state=True)
+    assert state.is_failed() and path in str(state.result(raise_on_failure=False))
+    assert lake_env.listing("scores", DATASET) == []  # nothing scored
+    lake.write_bytes(path, good)  # restored: the retry (the landing is already admitted) scores it, once
+    retry = ingest(dataset=DATASET, return_state=True)
+    assert retry.result()["scores"]["overall"]["rows"] == 4 * 7
+    assert len(run_events(flow_run_id(retry), events.FORECAST_SCORED)) == 1
+    assert len(lake_env.listing("scores", DATASET)) == 2
