@@ -64,6 +64,7 @@ def _publish_seasonal_naive(lake_env: LakeHandle, frame: pl.DataFrame) -> dict:
     pointer = {"forecast_id": "abc123", "path": path, "uri": lake.uri(path), "model_version": "seasonal_naive",
                "method": "seasonal_naive", "watermark": watermark, "issued_at": issued.isoformat(), "rows": out.height,
                "coverage": FC.coverage(out, skipped, contract)}
+    lake.write_json(path.removesuffix(".parquet") + ".json", pointer)
     lake.write_json(publish.latest_path(lake, DATASET), pointer)
     return pointer
 
@@ -90,3 +91,39 @@ def test_forecast_prints_or_writes_the_latest_forecast_and_status_shows_its_age(
     assert row["forecast"]["coverage"]["seasonal_naive"] == 1.0 and row["forecast"]["coverage"]["not_forecast"] == 0.0
     assert main(["status"]) == 0
     assert "seasonal_naive 100.0%" in capsys.readouterr().out
+
+
+def test_scores_and_status_show_the_live_accuracy_of_the_published_forecast(
+        lake_env: LakeHandle, tiny_sales, tmp_path: Path, capsys) -> None:
+    from datetime import timedelta
+
+    from freshet.data.contracts import load_contract
+    from freshet.data.ingestion import admit_file
+    from freshet.modeling import live
+    from freshet.settings import get_settings
+
+    contract = load_contract(DATASET, get_settings().contracts_dir)
+    cut = tiny_sales["date"].max() - timedelta(days=7)
+    assert admit_file(lake_env.lake, contract, lake_env.land(tiny_sales.filter(pl.col("date") <= cut), "h.csv")).ok
+    assert main(["scores", "--dataset", DATASET]) == 1
+    assert "no scores for retail_sales yet" in capsys.readouterr().err
+    _publish_seasonal_naive(lake_env, tiny_sales.filter(pl.col("date") <= cut))
+    assert admit_file(lake_env.lake, contract, lake_env.land(tiny_sales.filter(pl.col("date") > cut), "w.csv")).ok
+    scored = live.score_lake(lake_env.lake, contract)
+    live.commit(lake_env.lake, scored)
+    assert main(["scores", "--dataset", DATASET]) == 0
+    printed = capsys.readouterr().out
+    assert "14 series x periods scored" in printed and "| seasonal_naive " in printed and "horizon step" in printed
+    assert f"{scored.summary['overall']['wape']:.3f}" in printed
+    assert main(["scores", "--dataset", DATASET, "--out", str(tmp_path / "s.parquet")]) == 0
+    back = pl.read_parquet(tmp_path / "s.parquet")
+    assert back.height == 14 and set(back["step"]) == set(range(1, 8))
+    capsys.readouterr()
+    assert main(["status", "--json"]) == 0
+    [row] = json.loads(capsys.readouterr().out)
+    # no champion made a scored forecast: no drift verdict, the pooled live WAPE instead
+    assert row["live"]["degraded"] is False and row["live"]["wape"] is None
+    assert row["live"]["all_models_wape"] == scored.summary["overall"]["wape"] and row["live"]["scored_rows"] == 14
+    assert main(["status"]) == 0
+    out = capsys.readouterr().out
+    assert "live WAPE (7 d)" in out and f"{scored.summary['overall']['wape']:.3f} (no champion forecast)" in out

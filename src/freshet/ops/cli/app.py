@@ -36,7 +36,7 @@ def freshet(
 
 
 for command in (data.generate, data.emit, data.requeue, stack.up, stack.serve, stack.down, stack.deploy, demo.demo,
-                status.status, status.forecast, policies.policies):
+                status.status, status.forecast, status.scores, policies.policies):
     app.command()(command)
 
 

@@ -201,7 +201,23 @@ def _print_summary(lake, run, uris: list[str], expected: str) -> dict | None:
             print(f"freshness   {lag:.1f} s from landing to promotion of champion {champ['version']}")
     elif champ:
         print(f"champion    unchanged: {champ['version']} (data to {champ['data_watermark']})")
+    _print_live(lake)
     return champ
+
+
+def _print_live(lake) -> None:
+    """How the forecasts published before this landing did on it (scored by the ingest run)."""
+    from freshet.modeling import live
+
+    found = live.latest(lake, DEMO_DATASET)
+    if found is None:
+        print("live        nothing scored yet: the forecast published now is scored when the next week lands "
+              "(run `make demo` again)")
+        return
+    s = found[0]
+    print(f"live        {s['overall']['rows']} forecast rows scored on the actuals up to {s['watermark']}: "
+          f"{live.live_wape_line(s)}")
+    print(f"            drift: {s['drift_text']}  (`freshet scores --dataset {DEMO_DATASET}`)")
 
 
 def _demo_forecast(lake, champ, progress: Steps, timeout: float = 120.0) -> None:

@@ -19,16 +19,17 @@ from freshet.ops.cli.errors import CliError
 from freshet.settings import get_settings
 
 STATUS_COLUMNS = ("dataset", "files", "rows", "last landing", "watermark", "champion", "WAPE / baseline",
-                  "untrained files", "forecast", "last training")
+                  "live WAPE (7 d)", "drift", "untrained files", "forecast", "last training")
 STATUS_NUMBERS = ("files", "rows", "untrained files")
 
 
 def dataset_status(lake, name: str, now: datetime) -> dict:
     """One dataset's landings, champion, last training and latest forecast, as ``status --json`` prints it."""
     from freshet.data.ingestion import read_manifest
-    from freshet.modeling import publish, registry
+    from freshet.modeling import live, publish, registry
 
     entries = read_manifest(lake, name)
+    scores = live.latest(lake, name)
     models = registry.list_models(lake, name)
     champ = registry.champion(lake, name)
     latest = publish.read_latest(lake, name)
@@ -50,7 +51,17 @@ def dataset_status(lake, name: str, now: datetime) -> dict:
             "watermark": latest["watermark"], "issued_at": latest["issued_at"], "rows": latest["rows"],
             "age_hours": round((now - datetime.fromisoformat(latest["issued_at"])).total_seconds() / 3600, 2),
             "missing_series": latest.get("missing_series", 0), "coverage": latest.get("coverage") or {}},
+        "live": scores and live_status(scores[0]),
     }
+
+
+def live_status(summary: dict) -> dict:
+    """The newest scores in brief: the champion's live WAPE over the drift window against its backtest, the verdict."""
+    d = summary["drift"]
+    return {"wape": d["live_wape"], "backtest_wape": d["backtest_wape"], "model": d["champion"], "rows": d["rows"],
+            "window": [d["window_start"], d["window_end"]], "degraded": d["degraded"], "verdict": summary["drift_text"],
+            "all_models_wape": summary["overall"]["wape"], "scored_rows": summary["overall"]["rows"],
+            "uri": summary["uri"]}
 
 
 def status_row(r: dict) -> list[str]:
@@ -59,8 +70,19 @@ def status_row(r: dict) -> list[str]:
     landing = "never" if not r["last_landing"] else f"{r['staleness_hours']} h ago"
     return [r["dataset"], str(r["files"]), str(r["rows"]), landing, r["watermark"] or "-",
             c["version"] if c else "none", f"{c['wape']:.3f} / {c['baseline_wape']:.3f}" if c else "-",
-            str(r["files_not_in_any_model"]), _forecast_cell(r["forecast"]),
+            *_live_cells(r["live"]), str(r["files_not_in_any_model"]), _forecast_cell(r["forecast"]),
             f"{'promoted' if t['promoted'] else 'not promoted'}: {t['reason']}" if t else "never"]
+
+
+def _live_cells(live: dict | None) -> list[str]:
+    """``live WAPE (7 d)`` and ``drift``: the champion's live WAPE vs its backtest, and the verdict."""
+    if not live:
+        return ["not scored yet", "-"]
+    if live["wape"] is None:
+        return [f"{live['all_models_wape']:.3f} (no champion forecast)", "-"]
+    change = live["wape"] / live["backtest_wape"] - 1 if live["backtest_wape"] else float("nan")
+    return [f"{live['wape']:.3f} vs backtest {live['backtest_wape']:.3f}",
+            f"{'DEGRADED' if live['degraded'] else 'ok'} ({100 * change:+.0f}%)"]
 
 
 def _forecast_cell(f: dict | None) -> str:
@@ -124,6 +146,60 @@ def forecast_header(dataset: str, latest: dict) -> list[str]:
             f"issued {latest['issued_at']}", coverage_line(latest), latest["uri"]]
 
 
+def write_frame(frame, out: Path) -> None:
+    """Write ``frame`` as CSV or parquet by ``out``'s suffix; anything else is a usage error."""
+    if out.suffix.lower() in (".parquet", ".pq"):
+        frame.write_parquet(out)
+    elif out.suffix.lower() == ".csv":
+        frame.write_csv(out)
+    else:
+        raise CliError(f"--out must end in .csv or .parquet, not {out.name!r}", code=2)
+
+
+def scores(
+    dataset: Annotated[str, typer.Option(help="the dataset")],
+    out: Annotated[Optional[Path], typer.Option(help="a .csv or .parquet file to write the scored rows to")] = None,
+    rows: Annotated[int, typer.Option(help="worst series to print")] = 10,
+) -> int:
+    """print the live accuracy of a dataset's published forecasts (by model, horizon step, worst series), or write the scored rows"""
+    from freshet import tables
+    from freshet.data.contracts import check_dataset_name, load_contract
+    from freshet.data.lake import Lake
+    from freshet.modeling import live
+    from freshet.modeling import scoring as S
+
+    use_stack_api()
+    dataset = check_dataset_name(dataset)
+    settings = get_settings()
+    lake = Lake.from_settings(settings)
+    found = live.latest(lake, dataset)
+    if found is None:
+        raise CliError(f"no scores for {dataset} yet in {lake.url}: forecasts are scored when the actuals of the "
+                       "periods they cover land (ingest)")
+    summary, scored = found
+    print(f"{dataset}: {summary['overall']['rows']} series x periods scored up to {summary['watermark']} "
+          f"({summary['unforecast_rows']} landed rows no forecast covered, ignored)\n{summary['drift_text']}\n"
+          f"{summary['uri']}")
+    if out:
+        write_frame(scored, out)
+        print(f"wrote {out}")
+        return 0
+    fmt = lambda v: "-" if v is None else f"{v:.3f}"  # noqa: E731
+    tables.show(tables.table(("model", "rows", "live WAPE", "backtest WAPE", "MAE", "bias", "coverage"), [
+        [m["model_version"], str(m["rows"]), fmt(m["wape"]), fmt(m.get("backtest_wape")), fmt(m["mae"]),
+         fmt(m["bias"]), fmt(m["coverage"])] for m in summary["by_model"]], right=("rows",)))
+    tables.show(tables.table(("horizon step", "rows", "WAPE", "MAE", "bias"), [
+        [str(m["step"]), str(m["rows"]), fmt(m["wape"]), fmt(m["mae"]), fmt(m["bias"])] for m in summary["by_step"]],
+        right=("horizon step", "rows")))
+    contract = load_contract(dataset, settings.contracts_dir)
+    worst = S.worst_series(scored, contract, rows)
+    keys = list(contract.series_keys)
+    tables.show(tables.table((*keys, "rows", "WAPE", "MAE", "bias"), [
+        [*(str(r[k]) for k in keys), str(r["rows"]), fmt(r["wape"]), fmt(r["mae"]), fmt(r["bias"])]
+        for r in worst.to_dicts()], right=("rows",)))
+    return 0
+
+
 def forecast(
     dataset: Annotated[str, typer.Option(help="the dataset")],
     out: Annotated[Optional[Path], typer.Option(help="a .csv or .parquet file to write instead of printing")] = None,
@@ -144,12 +220,7 @@ def forecast(
     frame = publish.read_forecast(lake, latest)
     header = "\n".join(forecast_header(dataset, latest))
     if out:
-        if out.suffix.lower() in (".parquet", ".pq"):
-            frame.write_parquet(out)
-        elif out.suffix.lower() == ".csv":
-            frame.write_csv(out)
-        else:
-            raise CliError(f"--out must end in .csv or .parquet, not {out.name!r}", code=2)
+        write_frame(frame, out)
         print(f"{header}\nwrote {out}")
         return 0
     import polars as pl
