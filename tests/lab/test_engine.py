@@ -202,3 +202,35 @@ def test_too_little_history_is_a_lab_error(burst) -> None:
                        short, {"retail_sales": RETAIL})
     with pytest.raises(LabError, match="not enough history"):
         Replay(short, tiny, {"retail_sales": RETAIL}, settings())
+
+
+def _shifted_replay(factor: float, tolerance: float):
+    """One dataset whose target is multiplied by ``factor`` in every batch after the trace's fourth day."""
+    import dataclasses
+
+    from freshet.lab.policies import EventDriven, OnDrift
+    from freshet.lab.traces import synthetic_trace
+
+    trace, source, contracts = synthetic_trace(datasets=1, days=10, seed=5, history_days=150)
+    [d] = trace.datasets
+    contracts = {d: dataclasses.replace(contracts[d], drift_tolerance=tolerance)}
+    target = contracts[d].target
+    shift = trace.start + timedelta(days=4)
+    late = {a.batch for a in trace.new_arrivals(d) if a.landed_at > shift}
+    source.frames = {k: (f.with_columns(pl.col(target) * factor) if k[1] in late else f) for k, f in source.frames.items()}
+    engine = Replay(trace, source, contracts, settings(), LabConfig())
+    return trace, shift, {p.name: engine.run_policy(p) for p in (OnDrift(), EventDriven())}
+
+
+def test_on_drift_retrains_only_after_the_champions_live_accuracy_drops_past_the_tolerance() -> None:
+    trace, shift, runs = _shifted_replay(factor=3.0, tolerance=0.5)
+    trained = [r for r in runs["on drift"].runs if r.outcome == "trained"]
+    # demand triples: the champion's live WAPE blows past its backtest, and only then does the policy train
+    assert trained and all(r.requested_at > shift for r in trained)
+    assert {r.requested_at for r in trained} <= {a.landed_at for a in trace.new_arrivals(trace.datasets[0])}
+    assert len(trained) < len([r for r in runs["event-driven"].runs if r.outcome == "trained"])
+
+
+def test_on_drift_never_trains_while_the_champion_stays_within_tolerance() -> None:
+    _, _, runs = _shifted_replay(factor=1.0, tolerance=0.5)
+    assert runs["on drift"].runs == [] and runs["event-driven"].runs

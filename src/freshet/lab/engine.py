@@ -41,7 +41,8 @@ import polars as pl
 import xgboost as xgb
 
 from freshet.data.contracts import Contract
-from freshet.lab.policies import AFTER_TRAINING, FORECAST_MODES, ON_LANDING, Policy, Trace, checked_schedule
+from freshet.lab import live
+from freshet.lab.policies import AFTER_TRAINING, FORECAST_MODES, ON_LANDING, Policy, TrainAt, Trace, checked_schedule
 from freshet.lab.traces import BatchSource, LabError
 from freshet.modeling import forecast as FC
 from freshet.modeling import model as M
@@ -294,7 +295,9 @@ class Replay:
             champion = self.first_champion[d]
             promotions[d] = [Promotion(self.trace.start, self.trace.start, champion)]
             last_trained, busy_until = boot.batches, self.trace.start
-            for req in (r for r in requests if r.dataset == d):
+            mine = (self._on_drift(d, promotions[d]) if getattr(policy, "reactive", False)
+                    else (r for r in requests if r.dataset == d))
+            for req in mine:  # a reactive policy's next request is decided after the previous one ran
                 start = max(req.at, busy_until)
                 if start > self.trace.end:
                     runs.append(Run(policy.name, d, req.at, None, "not-started"))
@@ -323,7 +326,19 @@ class Replay:
                      for mode in FORECAST_MODES}
         return PolicyRun(policy, runs, promotions, time.monotonic() - began, forecasts)
 
-    def publish(self, dataset: str, mode: str, runs: list[Run], promotions: list[Promotion]) -> list[Published]:
+    def _on_drift(self, dataset: str, promotions: list[Promotion]):
+        """Training requests of the "on drift" policy: at each landing where ``model.degraded`` would fire, judged
+        on the forecasts published on landing by then (``promotions`` grows as the requests run)."""
+        history = [a.max_time for a in self.trace.history(dataset)]
+        for a in self.trace.new_arrivals(dataset):
+            pubs = self.publish(dataset, ON_LANDING, [], promotions, until=a.landed_at)
+            champion = _serving(promotions, a.landed_at).fit
+            if live.degraded(pubs, self.read(dataset, a.landed_at)[1], self.contracts[dataset],
+                             max(history) if history else None, champion):
+                yield TrainAt(dataset, a.landed_at)
+
+    def publish(self, dataset: str, mode: str, runs: list[Run], promotions: list[Promotion],
+                until: datetime | None = None) -> list[Published]:
         """The forecasts published in ``mode``: one at the start, then on every landing and every promotion
         (``on landing``), or when each training run ends (``after training``). Each uses the model serving at its
         trigger and the data landed by then; one identical to the previous (same data, same model) is not
@@ -340,7 +355,7 @@ class Replay:
         out: list[Published] = []
         last = None
         for at, trigger in sorted(triggers, key=lambda x: x[0]):
-            if at > self.trace.end:
+            if at > min(self.trace.end, until or self.trace.end):
                 continue
             model = _serving(promotions, at).fit
             key = (self.state(dataset, at), model.batches if model else None)

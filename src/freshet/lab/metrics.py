@@ -20,6 +20,7 @@ import polars as pl
 
 from freshet.data.contracts import Contract
 from freshet.lab.engine import LAB_XGB, PolicyRun, Promotion, Published, Replay, Run
+from freshet.lab.live import in_hand
 from freshet.lab.policies import AFTER_TRAINING, FORECAST_MODES, ON_LANDING, Arrival, Never, Policy, default_combinations
 from freshet.modeling import features as F
 from freshet.modeling import forecast as FC
@@ -93,26 +94,6 @@ def _error(actual: list[np.ndarray], forecast: list[np.ndarray]) -> dict[str, fl
         return {"wape": None, "mae": None, "rows": 0}
     m = M.metrics(np.concatenate(actual), np.concatenate(forecast))
     return {"wape": m["wape"], "mae": m["mae"], "rows": m["rows"]}
-
-
-def in_hand(published: Sequence[Published], actuals: pl.DataFrame, contract: Contract,
-            after: Any) -> tuple[np.ndarray, np.ndarray, int, int]:
-    """The forecast a user had in hand for each period: for every actual row after ``after`` (the history's
-    newest time), the latest forecast published before that period began that covers it.
-
-    Returns (actual, forecast) of the covered rows, the number covered and the number of rows.
-    """
-    c, keys, t = contract, [*contract.series_keys], contract.time_column
-    rows = actuals.filter(pl.col(t) > after).select(*keys, t, c.target) if after is not None else actuals.select(*keys, t, c.target)
-    frames = [p.forecast.frame.select(*keys, t, "forecast").with_columns(pl.lit(p.published_at).alias("__pub"))
-              for p in published if p.forecast.frame.height]
-    if not frames or not rows.height:
-        return np.zeros(0), np.zeros(0), 0, rows.height
-    begins = pl.col(t).cast(pl.Datetime("us")).dt.replace_time_zone("UTC")
-    issued = (pl.concat(frames).filter(pl.col("__pub") <= begins)
-              .sort("__pub").group_by([*keys, t], maintain_order=True).last())
-    scored = rows.join(issued, on=[*keys, t], how="inner")
-    return scored[c.target].to_numpy(), scored["forecast"].to_numpy(), scored.height, rows.height
 
 
 def combination_name(policy: str, mode: str) -> str:

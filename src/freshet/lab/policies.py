@@ -249,9 +249,27 @@ class Never:
         return []
 
 
+@dataclass(frozen=True)
+class OnDrift:
+    """Retrain only when ``model.degraded`` would fire: at a landing after which the champion's live WAPE over
+    the contract's ``drift_window`` exceeds its backtest WAPE by more than ``drift_tolerance``.
+
+    The one policy that depends on the replay, not the trace alone (live accuracy needs the forecasts the
+    champion published): ``schedule`` is empty and ``freshet.lab.engine.Replay`` asks, at each landing, what
+    the deployed ``ingest`` flow's scoring would say (``freshet.lab.live.degraded``). Causal all the same: the
+    verdict at a landing reads only forecasts published and actuals landed by then.
+    """
+
+    name: str = "on drift"
+    reactive: bool = field(default=True, repr=False)
+
+    def schedule(self, trace: Trace) -> list[TrainAt]:
+        return []
+
+
 def default_policies() -> list[Policy]:
     """The policies the lab compares by default, clocks first, then the event-driven family."""
-    return [FixedInterval(), Weekly(), RoundRobin(), EventDriven(), Debounced(), Gated(), Never()]
+    return [FixedInterval(), Weekly(), RoundRobin(), EventDriven(), Debounced(), Gated(), OnDrift(), Never()]
 
 
 # When to forecast: on every landing (and every promotion), as freshet's ``forecast`` deployment does, or only
