@@ -92,6 +92,15 @@ def chart_png(history: pl.DataFrame, forecast: pl.DataFrame, keys: list[str], ti
                 label=f"forecast ({methods})")
         ax.set_title(", ".join(f"{k}={v}" for k, v in row.items()), fontsize=9)
         ax.legend(fontsize=7, loc="upper left")
+    return png_bytes(fig)
+
+
+def png_bytes(fig) -> bytes:
+    """A finished matplotlib figure as PNG bytes (the artifacts' charts); closes the figure."""
+    import io
+
+    import matplotlib.pyplot as plt
+
     fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=80)

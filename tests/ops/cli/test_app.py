@@ -80,6 +80,7 @@ COMMANDS = {
     "demo": [],
     "status": ["--json"],
     "forecast": ["--dataset", "--out", "--rows"],
+    "scores": ["--dataset", "--out", "--rows"],
     "policies": ["--out", "--datasets", "--days", "--seed", "--seeds", "--threshold-hours", "--from-lake", "--from-dir",
                  "--contract", "--landing-delay-hours", "--landed-at"],
 }
