@@ -60,7 +60,7 @@ def publish(report: dict[str, Any], chart: Path, report_path: Path) -> None:
 @flow(name="policies", log_prints=True)
 def policies(datasets: int = 3, days: int = 56, seed: int = 7, threshold_hours: float = 24.0,
              from_lake: bool = False, out: str = ".freshet/policies") -> dict:
-    """Compare retraining policies (clock, weekly, round-robin, event-driven, debounced, gated) on a replayed trace.
+    """Compare retraining policies (clock, weekly, round-robin, event-driven, debounced, gated, on drift) on a replayed trace.
 
     Args:
         datasets: Number of synthetic datasets in the generated trace (ignored with from_lake).
