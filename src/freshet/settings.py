@@ -70,6 +70,16 @@ class Settings(BaseSettings):
     xgb_learning_rate: float = Field(0.08, gt=0, description="XGBoost eta.")
     xgb_max_depth: int = Field(8, ge=1, description="XGBoost max_depth.")
     xgb_nthread: int = Field(0, ge=0, description="XGBoost threads; 0 uses every core.")
+    stats_models: str = Field(
+        "mstl", description="The statistical family's candidates (needs `pip install freshet[stats]`), comma-separated: "
+        "mstl (statsforecast MSTL on the contract's seasons: day and week for sub-daily data), ets (AutoETS on the "
+        "shortest season); empty: the family is off (named so in meta.json).",
+    )
+    stats_max_series: int = Field(
+        25, ge=0, description="The statistical family runs only on datasets with at most this many series: it fits "
+        "each series once per backtest window (MSTL costs about 1-2 s per series and fit on 2 cores); above the cap "
+        "it is named as not run in meta.json and the training report.",
+    )
     min_improvement: float = Field(
         0.0,
         ge=-0.5,

@@ -10,7 +10,8 @@ Every series with history gets a value for every period; where the model cannot 
 used as trained, a documented ladder takes over, and each row says how it was made
 (``method`` and ``method_detail``):
 
-1. ``model``: the champion, every input present.
+1. ``model``: the champion, every input present (``method_detail`` names a statistical or ensemble
+   champion's family and model: ``freshet.modeling.families``; null for XGBoost).
 2. ``model_missing_inputs``: a known-in-advance input has no future value and the
    contract's ``on_missing_future = "missing"`` passes it to XGBoost as missing (named).
 3. ``seasonal_naive``: the newest value available ``k`` whole seasons back, ``k`` from the
@@ -36,6 +37,7 @@ import polars as pl
 import xgboost as xgb
 
 from freshet.data.contracts import Contract
+from freshet.modeling import families as FAM
 from freshet.modeling import features as F
 from freshet.modeling import intervals as I
 from freshet.modeling import model as M
@@ -190,7 +192,8 @@ def forecast_frame(history: pl.LazyFrame | pl.DataFrame, contract: Contract, boo
     times = pl.DataFrame({t: [watermark + period * i for i in range(1, h + 1)]}, schema={t: contract.columns[t]})
     grid = last.select(*keys, "stale_periods").join(times, how="cross")
 
-    known = list(spec.known) if booster is not None else []
+    # the statistical family reads no exogenous input; the XGBoost model (alone or in the ensemble) does
+    known = list(spec.known) if booster is not None and FAM.family_of(meta) != FAM.STATS else []
     grid, lacking = _with_future_inputs(grid, contract, known, future)
     skipped.append(lacking)
 
@@ -202,6 +205,8 @@ def forecast_frame(history: pl.LazyFrame | pl.DataFrame, contract: Contract, boo
         feats = model_frame(rows, contract, spec).filter(pl.col(t) > watermark).collect()
         feats = grid.select(*keys, t).join(feats, on=[*keys, t], how="left", maintain_order="left")
         model_values = predict_target(booster, feats, contract, spec, clip=clip)
+        # --- model families: a statistical or ensemble champion is its recipe refit on the newest history
+        model_values = FAM.serve(lf, contract, meta or {}, grid, watermark, model_values, clip)
 
     grid = (grid.with_columns(pl.Series(_MODEL, model_values, dtype=pl.Float64).fill_nan(None))
             .join(seasonal_naive_values(past, grid, contract), on=[*keys, t], how="left"))
@@ -213,7 +218,7 @@ def forecast_frame(history: pl.LazyFrame | pl.DataFrame, contract: Contract, boo
     grid = grid.join(means, on=keys, how="left").join(scale, on=keys, how="left").with_columns(
         pl.coalesce(I.SCALE, pl.col(_MEAN).abs()).alias(I.SCALE))
 
-    grid = _ladder(grid, contract, has_model=booster is not None)
+    grid = _ladder(grid, contract, has_model=booster is not None, model_detail=FAM.describe(meta) if booster is not None else None)
     if clip:
         grid = grid.with_columns(pl.col("forecast").clip(lower_bound=0))
     grid = _with_quantiles(grid, contract, past, watermark, scale, meta if booster is not None else None, clip)
@@ -247,9 +252,10 @@ def _with_future_inputs(grid: pl.DataFrame, contract: Contract, known: list[str]
     return grid.join(lacking.select(keys), on=keys, how="anti"), named
 
 
-def _ladder(grid: pl.DataFrame, contract: Contract, has_model: bool) -> pl.DataFrame:
+def _ladder(grid: pl.DataFrame, contract: Contract, has_model: bool, model_detail: str | None = None) -> pl.DataFrame:
     """``method``, ``method_detail`` and ``forecast`` of each row: the model where it can be used as trained,
-    else down the ladder (see the module docstring), saying why."""
+    else down the ladder (see the module docstring), saying why. ``model_detail``: a model row's detail
+    (the family of a statistical or ensemble champion; None for XGBoost)."""
     fresh = pl.col("stale_periods") < contract.horizon
     model_ok = pl.col(_MODEL).is_not_null() & fresh
     missing = pl.col(_MISSING) != ""
@@ -266,7 +272,7 @@ def _ladder(grid: pl.DataFrame, contract: Contract, has_model: bool) -> pl.DataF
                .when(missing).then(pl.format("no future value of {} (on_missing_future = \"fallback\")", pl.col(_MISSING)))
                .otherwise(pl.lit("the model's inputs are incomplete (no value at its reference lag)")))
     first = F.seasonal_lag(contract) // contract.season_length
-    detail = (pl.when(pl.col("method") == MODEL).then(pl.lit(None, dtype=pl.String))
+    detail = (pl.when(pl.col("method") == MODEL).then(pl.lit(model_detail, dtype=pl.String))
               .when(pl.col("method") == MODEL_MISSING_INPUTS).then(
                   pl.format("no future value of {}: passed to the model as missing", pl.col(_MISSING)))
               .when(pl.col("method") == SEASONAL_NAIVE).then(pl.format("value {} season(s) back; {}", pl.col(_SN_K), why))

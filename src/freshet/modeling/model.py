@@ -138,12 +138,13 @@ def metrics(actual: np.ndarray, forecast: np.ndarray) -> dict[str, float]:
     }
 
 
-def decide(new: dict[str, float], champion: dict[str, float] | None, baseline: dict[str, float], min_improvement: float) -> tuple[bool, str]:
-    """Promote only if the new model beats the champion (or, for the first model, the baseline)."""
+def decide(new: dict[str, float], champion: dict[str, float] | None, baseline: dict[str, float], min_improvement: float,
+           baseline_name: str = "seasonal-naive") -> tuple[bool, str]:
+    """Promote only if the new model beats the baseline and the champion (``baseline_name`` names the baseline)."""
     if not new["wape"] < baseline["wape"]:
-        return False, f"WAPE {new['wape']:.4f} does not beat the seasonal-naive baseline {baseline['wape']:.4f}"
+        return False, f"WAPE {new['wape']:.4f} does not beat the {baseline_name} baseline {baseline['wape']:.4f}"
     if champion is None:
-        return True, f"first model; WAPE {new['wape']:.4f} beats the baseline {baseline['wape']:.4f}"
+        return True, f"first model; WAPE {new['wape']:.4f} beats the {baseline_name} baseline {baseline['wape']:.4f}"
     bar = champion["wape"] * (1 - min_improvement)
     if new["wape"] < bar:
         if new["wape"] >= champion["wape"]:

@@ -11,13 +11,16 @@ the policy lab replays as "the shipped decision rule". Steps, in order:
    ``seasonal_difference``, ``level_scale``, or the one the contract pins), early
    stopping on validation; the transform with the lowest validation WAPE wins. The
    backtest windows play no part in this choice, so their score is not selected on.
-3. ``backtest``: the chosen model, the champion and seasonal naive scored on every
-   window (rolling forecast origins, one fit: every feature of a row reads only data
-   at least ``horizon`` periods older, so each window is forecast from the data before it).
+3. ``backtest``: the chosen model, the champion, seasonal naive and naive (the last value
+   at the origin) scored on every window (rolling forecast origins, one fit: every feature
+   of a row reads only data at least ``horizon`` periods older, so each window is forecast
+   from the data before it). On the same rows the model families compete
+   (``freshet.modeling.families``: the statistical family refit per window, the ensemble);
+   the lowest pooled WAPE becomes the model.
 4. ``refit``: the serving model is refit on every row up to the newest, with the
    evaluation's best rounds scaled by the extra rows.
-5. ``decide``: promote if the pooled backtest WAPE beats seasonal naive, and the
-   champion by ``min_improvement`` (see ``model.decide``).
+5. ``decide``: promote if the pooled backtest WAPE beats the better of seasonal naive and
+   naive, and the champion by ``min_improvement`` (see ``model.decide``).
 """
 
 from __future__ import annotations
@@ -33,10 +36,12 @@ import polars as pl
 import xgboost as xgb
 
 from freshet.data.contracts import Contract
+from freshet.modeling import families as FAM
 from freshet.modeling import features as F
 from freshet.modeling import intervals as I
 from freshet.modeling import model as M
 from freshet.modeling.forecast import lookback_periods, model_frame, predict_target, spec_of
+from freshet.settings import Settings
 
 CANDIDATE_TRANSFORMS = ("none", "seasonal_difference", "level_scale")
 
@@ -197,10 +202,13 @@ def champion_predictions(prep: Prepared, champion: tuple[xgb.Booster, dict[str, 
     return predict_target(booster, frame, c, spec, clip=bool(meta.get("clip_at_zero", True))), None
 
 
-def backtest(prep: Prepared, chosen: Candidate, champion: tuple[xgb.Booster, dict[str, Any]] | None) -> tuple[dict, list, str | None]:
-    """Pooled and per-window metrics of the model, the champion and seasonal naive on the same rows.
+def backtest(prep: Prepared, chosen: Candidate, champion: tuple[xgb.Booster, dict[str, Any]] | None,
+             settings: Any = None) -> tuple[dict, list, str | None]:
+    """Pooled and per-window metrics of the chosen family, the champion, seasonal naive and naive on the same rows.
 
-    Rows are scored where the seasonal-naive value exists (the first season of a series has none).
+    Rows are scored where the seasonal-naive value exists (the first season of a series has none). The model
+    families (``freshet.modeling.families``: XGBoost, statistical, ensemble) compete on these rows; the lowest
+    pooled WAPE is "model", and ``scores["families"]`` records every candidate and every family that could not run.
     """
     c = prep.contract
     rows = _transformed(prep.backtest, c, chosen.spec)
@@ -208,7 +216,7 @@ def backtest(prep: Prepared, chosen: Candidate, champion: tuple[xgb.Booster, dic
     model = predict_target(chosen.fit.booster, rows, c, chosen.spec, clip=prep.clip_at_zero)
     champ, note = champion_predictions(prep, champion, rows)
     unseen = pl.lit(True)
-    if champ is not None:
+    if champ is not None and FAM.family_of(champion[1]) != FAM.STATS:
         # the champion was refit on rows up to its watermark: it is scored only on rows it never saw
         mark = _watermark(champion[1], c)
         if mark is not None:
@@ -221,6 +229,26 @@ def backtest(prep: Prepared, chosen: Candidate, champion: tuple[xgb.Booster, dic
     )
     # a row without a model forecast (its transform reference is missing) is scored for nobody
     scored = scored.filter(pl.col("model").is_not_nan())
+    # --- model families (freshet.modeling.families): the statistical candidates and the naive baseline, same rows
+    settings = settings if settings is not None else Settings()
+    stats_values, stats_seconds, unavailable = FAM.candidates(prep, scored, settings)
+    scored = scored.with_columns(pl.Series(FAM.NAIVE, FAM.naive_values(prep.history, c, scored, prep.stats["max"]),
+                                           dtype=pl.Float64)).with_columns(
+        pl.col(FAM.NAIVE).fill_nan(None).fill_null(pl.col(F.BASELINE).cast(pl.Float64)))
+    if champ is not None:
+        scored = scored.with_columns(pl.Series("champion", _family_champion(prep, champion[1], scored, stats_values),
+                                               dtype=pl.Float64))
+    scale = _validation_scale(prep)
+
+    def bands(values: np.ndarray, validation: bool) -> tuple[dict, dict[int, dict], dict | None]:
+        return calibrate(prep, chosen, scored.with_columns(pl.Series("model", values, dtype=pl.Float64)), scale, validation)
+
+    fam, name, values, table = FAM.choose(scored, c, stats_values, stats_seconds, chosen.fit.seconds,
+                                          lambda v: bands(v, False)[0].get("coverage"))
+    scored = scored.with_columns(pl.Series("model", values, dtype=pl.Float64))
+    families = {"chosen": {"family": fam, "model": name}, "candidates": table, "unavailable": unavailable,
+                "recipe": FAM.recipe(fam, name, c)}
+    # --- end model families
     if champ is not None and scored.filter("unseen")["champion"].is_nan().any():
         note = "the champion could not forecast every backtest row"
         champ = None
@@ -235,6 +263,7 @@ def backtest(prep: Prepared, chosen: Candidate, champion: tuple[xgb.Booster, dic
             "model": M.metrics(actual, part["model"].to_numpy()),
             "champion": None,
             "baseline": M.metrics(actual, part[F.BASELINE].cast(pl.Float64).to_numpy()),
+            "naive": M.metrics(actual, part[FAM.NAIVE].to_numpy()),
         }
         if champ is not None and fresh.height:
             out["champion"] = M.metrics(fresh[c.target].to_numpy(), fresh["champion"].to_numpy())
@@ -242,30 +271,56 @@ def backtest(prep: Prepared, chosen: Candidate, champion: tuple[xgb.Booster, dic
             out["model_on_champion_rows"] = M.metrics(fresh[c.target].to_numpy(), fresh["model"].to_numpy())
         return out
 
-    pooled_band, band_by_window, table = calibrate(prep, chosen, scored)
+    pooled_band, band_by_window, table = bands(values, fam == FAM.XGBOOST)
     windows = []
     for (w,), part in sorted(scored.group_by("window"), key=lambda kv: -kv[0][0]):
         windows.append({"window": int(w), "start": str(part[c.time_column].min()), "end": str(part[c.time_column].max()),
                         **three(part), "intervals": band_by_window.get(int(w))})
-    return {**three(scored), "intervals": {"quantiles": list(c.quantiles), **pooled_band, "table": table}}, windows, note
+    return ({**three(scored), "intervals": {"quantiles": list(c.quantiles), **pooled_band, "table": table},
+             "families": families}, windows, note)
 
 
-def calibrate(prep: Prepared, chosen: Candidate, scored: pl.DataFrame) -> tuple[dict, dict[int, dict], dict | None]:
+def _family_champion(prep: Prepared, meta: dict[str, Any], scored: pl.DataFrame,
+                     stats_values: dict[str, np.ndarray]) -> np.ndarray:
+    """The champion's backtest forecasts by its family: its booster's, its statistical recipe refit per window, or their mean."""
+    fam = FAM.family_of(meta)
+    booster_values = scored["champion"].to_numpy()
+    if fam == FAM.XGBOOST:
+        return booster_values
+    name = meta["recipe"]["model"]
+    values = stats_values.get(name)
+    if values is None:
+        values = FAM.stats_values(prep.history, prep.contract, scored, prep.stats["max"], name, prep.clip_at_zero)
+    values = np.where(np.isnan(values), scored[F.BASELINE].cast(pl.Float64).to_numpy(), values)
+    return values if fam == FAM.STATS else (values + booster_values) / 2
+
+
+def _validation_scale(prep: Prepared) -> pl.DataFrame | None:
+    """Each series' scale from the validation span just before the backtest (no backtest row sets a scale)."""
+    c = prep.contract
+    before = prep.valid[c.time_column].max() if prep.valid.height else None
+    if before is None:
+        return None
+    return I.series_scale(prep.valid.select(*c.series_keys, c.time_column, c.target), c, before).collect()
+
+
+def calibrate(prep: Prepared, chosen: Candidate, scored: pl.DataFrame, scale: pl.DataFrame | None,
+              validation: bool = True) -> tuple[dict, dict[int, dict], dict | None]:
     """Prediction intervals from the evaluated model's residuals, scaled per series by its level before the backtest.
 
-    The residuals are the backtest's rows and the validation span's (the evaluated model never trained on
-    either; validation only stopped its rounds): four backtest windows alone are a few days of correlated
-    errors. Returns the cross-fitted scores (pooled, per window) and the serving table
+    The residuals are the backtest's rows and, for the XGBoost family (``validation``), the validation span's
+    (the evaluated model never trained on either; validation only stopped its rounds): four backtest windows
+    alone are a few days of correlated errors. Returns the cross-fitted scores (pooled, per window) and the serving table
     (see ``freshet.modeling.intervals``).
     """
     c = prep.contract
-    before = prep.valid[c.time_column].max() if prep.valid.height else None
-    if before is None or scored.height == 0:
+    if scale is None or scored.height == 0:
         return I.score(np.zeros(0), np.zeros((0, 0)), c.quantiles), {}, None
     keys = list(c.series_keys)
-    # the validation span (at least two seasons) ends just before the backtest: no backtest row sets a scale
-    scale = I.series_scale(prep.valid.select(*keys, c.time_column, c.target), c, before).collect()
     got = scored.join(scale, on=keys, how="left", maintain_order="left")
+    if not validation:
+        return I.cross_fitted(got[c.target].cast(pl.Float64).to_numpy(), got["model"].to_numpy(),
+                              got[I.SCALE].to_numpy(), got["window"].to_numpy(), c.quantiles, prep.clip_at_zero)
     valid = _transformed(prep.valid, c, chosen.spec)
     valid = valid.with_columns(pl.Series("__pred", predict_target(chosen.fit.booster, valid, c, chosen.spec,
                                                                    clip=prep.clip_at_zero), dtype=pl.Float64))
@@ -292,16 +347,25 @@ def decide(scores: dict[str, Any], min_improvement: float, champion_note: str | 
     the gate then fails closed (a model that beats only the baseline could be worse than the
     champion it would replace).
     """
-    ok, reason = M.decide(scores["model"], None, scores["baseline"], min_improvement)
+    base, base_name = better_baseline(scores)
+    ok, reason = M.decide(scores["model"], None, base, min_improvement, base_name)
     if champion_note:
         return False, (f"not promoted: {champion_note}, so the new model could not be compared with it "
-                       f"(against the seasonal-naive baseline: {reason}); it is registered: compare the two models' "
+                       f"(against the {base_name} baseline: {reason}); it is registered: compare the two models' "
                        "meta.json and, if the new one is better, promote it with freshet.modeling.registry.promote")
     if not ok or scores.get("champion") is None:
         return ok, reason
     ok, vs = M.decide(scores["model_on_champion_rows"], scores["champion"], {"wape": math.inf}, min_improvement)
     rows = scores["champion"]["rows"]
     return ok, f"{vs} on the {rows} backtest rows newer than the champion's data; {reason.split('; ', 1)[-1]}"
+
+
+def better_baseline(scores: dict[str, Any]) -> tuple[dict[str, float], str]:
+    """The baseline a model must beat: the better (lower pooled WAPE) of seasonal naive and naive (the last value)."""
+    naive = scores.get("naive")
+    if naive is not None and naive["wape"] < scores["baseline"]["wape"]:
+        return naive, "naive (last value)"
+    return scores["baseline"], "seasonal-naive"
 
 
 def refit(prep: Prepared, chosen: Candidate, settings: Any) -> M.FitResult:
@@ -368,7 +432,7 @@ def train_model(history: pl.LazyFrame | pl.DataFrame, contract: Contract,
     steps = steps or Steps()
     prep = steps("features", prepare, history, contract, settings, stats)
     chosen, candidates = steps("fit", fit_candidates, prep, settings)
-    scores, windows, note = steps("evaluate", backtest, prep, chosen, champion)
+    scores, windows, note = steps("evaluate", backtest, prep, chosen, champion, settings)
     served = steps("refit", refit, prep, chosen, settings)
     return finish(prep, chosen, candidates, scores, windows, note, served, settings, steps.timings)
 
@@ -397,7 +461,10 @@ def finish(prep: Prepared, chosen: Candidate, candidates: list[Candidate], score
                        "holdout_periods": prep.holdout_periods, "validation_periods": prep.validation_periods},
         "candidates": [{"transform": x.transform, "objective": x.objective, "validation": x.validation,
                         "best_iteration": x.fit.best_iteration, "seconds": round(x.fit.seconds, 3)} for x in candidates],
-        "metrics": {k: v for k, v in scores.items() if k != "intervals"},
+        "metrics": {k: v for k, v in scores.items() if k not in ("intervals", "families")},
+        "family": scores["families"]["chosen"]["family"],
+        "recipe": scores["families"]["recipe"],
+        "families": {k: v for k, v in scores["families"].items() if k != "recipe"},
         "intervals": scores.get("intervals"),
         "backtest": {"windows": windows, "horizon": c.horizon, "frequency": c.frequency},
         "decision": {"promote": promote, "reason": reason},
