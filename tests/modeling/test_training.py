@@ -20,7 +20,8 @@ from freshet.modeling import training as T
 from freshet.settings import BUNDLED_CONTRACTS, Settings
 
 RETAIL = load_contract("retail_sales", BUNDLED_CONTRACTS)
-FAST = Settings(xgb_nthread=1, xgb_max_rounds=60, xgb_early_stopping_rounds=10)
+# XGBoost alone: the model families (the statistical one, the ensemble) have their own tests, test_families.py
+FAST = Settings(xgb_nthread=1, xgb_max_rounds=60, xgb_early_stopping_rounds=10, stats_models="")
 
 MIXED = Contract(
     name="bikes",
@@ -185,7 +186,7 @@ def contracts_and_data(draw):
 @given(contracts_and_data())
 def test_any_valid_contract_trains_with_only_finite_features(case) -> None:
     contract, df = case
-    s = Settings(xgb_nthread=1, xgb_max_rounds=15, xgb_early_stopping_rounds=5)
+    s = Settings(xgb_nthread=1, xgb_max_rounds=15, xgb_early_stopping_rounds=5, stats_models="")
     prep = T.prepare(df, contract, s)
     cols = F.feature_columns(contract, prep.spec)
     for frame in (prep.train, prep.valid, prep.backtest):

@@ -55,8 +55,10 @@ from freshet.settings import Settings, get_settings
 # from 0.2233 to 0.2234 against 150 rounds at eta 0.15). One thread: on small frames
 # a second OpenMP thread mostly spins, and on a busy machine it made each training
 # 5 to 8 times slower in CPU and wall time.
+# the lab compares retraining policies, not model families: the statistical family's per-window fits would
+# dominate a replay's time, so the lab trains XGBoost alone (stats_models "")
 LAB_XGB = {"xgb_max_rounds": 60, "xgb_early_stopping_rounds": 10, "xgb_learning_rate": 0.3, "xgb_max_depth": 6,
-           "xgb_nthread": 1}
+           "xgb_nthread": 1, "stats_models": ""}
 
 
 def lab_settings(base: Settings | None = None) -> Settings:
