@@ -37,11 +37,13 @@ _SID, _STEP = "__sid", "__step"
 
 
 def seasons_of(contract: Contract) -> tuple[int, ...]:
-    """The statistical family's seasons: the contract's, plus the week for a sub-daily contract whose season is a day."""
-    s = contract.season_length
-    if contract.sub_daily and contract.period * s == timedelta(days=1):
-        return (s, 7 * s)
-    return (s,)
+    """The statistical family's seasons: the contract's, plus the day and the week for sub-daily data."""
+    seasons = {contract.season_length}
+    if contract.sub_daily:
+        for span in (timedelta(days=1), timedelta(weeks=1)):
+            if span % contract.period == timedelta(0):
+                seasons.add(span // contract.period)
+    return tuple(sorted(seasons))
 
 
 def stats_models(settings: Any) -> list[str]:
