@@ -186,7 +186,7 @@ def train(dataset: str = "retail_sales", uris: list[str] | None = None, event_id
     print(
         f"train {dataset}: model {last['version']} {'PROMOTED' if last['promoted'] else 'not promoted'} "
         f"on {last['files']} file(s), {last['rows']} rows up to {last['watermark']}: WAPE {m['model']['wape']:.4f} vs "
-        f"baseline {m['baseline']['wape']:.4f}, champion {report.fmt(m['champion'], 'wape')} ({len(outcomes)} training round(s))"
+        f"baseline {m['baseline']['wape']:.4f}, naive {report.fmt(m.get('naive'), 'wape')}, champion {report.fmt(m['champion'], 'wape')} ({len(outcomes)} training round(s))"
     )
     return {"dataset": dataset, "status": "trained", "rounds": len(outcomes), **last}
 

@@ -10,10 +10,10 @@ import numpy as np
 import polars as pl
 import pytest
 
-from flows.train import _families
 from freshet.data.contracts import Contract
 from freshet.modeling import families as FAM
 from freshet.modeling import forecast as FC
+from freshet.modeling.report import families_text
 from freshet.modeling import training as T
 from freshet.settings import Settings
 
@@ -48,7 +48,7 @@ def test_a_short_strongly_seasonal_series_gets_a_champion_that_beats_seasonal_na
     assert result.promote and result.scores["model"]["wape"] < result.scores["baseline"]["wape"], result.reason
     assert meta["recipe"] == {"model": "mstl", "seasons": [24, 168], "fit_periods": 6 * 168, "library": "statsforecast"}
     assert all(c["seconds"] > 0 and c["coverage"]["p10-p90"]["nominal"] == 0.8 for c in fams["candidates"])
-    assert "(chosen)" in _families(meta) and f"{best['wape']:.4f}" in _families(meta)
+    assert "(chosen)" in families_text(meta) and f"{best['wape']:.4f}" in families_text(meta)
 
 
 def test_the_statistical_backtest_reads_no_target_after_each_windows_origin() -> None:
@@ -94,7 +94,7 @@ def test_without_the_stats_extra_the_family_is_named_unavailable_and_xgboost_sti
                                     "reason": "the extra is not installed: pip install freshet[stats]"}]
     assert [c["family"] for c in fams["candidates"]] == ["xgboost"] and result.meta["family"] == "xgboost"
     assert result.meta["recipe"] is None and result.scores["model"]["rows"] == 96
-    assert "not run: stats (the extra is not installed: pip install freshet[stats])" in _families(result.meta)
+    assert "not run: stats (the extra is not installed: pip install freshet[stats])" in families_text(result.meta)
 
 
 def test_a_statistical_champion_is_served_every_series_every_period_and_short_series_take_the_ladder() -> None:
