@@ -111,6 +111,11 @@ def test_a_statistical_champion_is_served_every_series_every_period_and_short_se
     np.testing.assert_allclose(a["forecast"].to_numpy(), expected.sort("ts")["forecast"].to_numpy())
     assert (a["p10"] < a["forecast"]).all() and (a["forecast"] < a["p90"]).all()
     assert set(new["method"]) == {"seasonal_naive"}  # 36 hours: less than two days, the family cannot fit it
+    # as a champion, the recipe is refit per window: scored on every backtest row (it saw none of them)
+    again = T.train_model(df.filter(pl.col("site") == "a"), WAVE, (result.booster, result.meta), SETTINGS)
+    stats = next(c for c in again.meta["families"]["candidates"] if c["family"] == "stats")
+    assert again.scores["champion"]["rows"] == again.scores["model"]["rows"] == 96
+    assert again.scores["champion"]["wape"] == pytest.approx(stats["wape"]) and again.champion_note is None
 
 
 @pytest.mark.parametrize(("model", "promote", "named"), [

@@ -28,6 +28,7 @@ import polars as pl
 
 from freshet.data.contracts import Contract
 from freshet.modeling import model as M
+from freshet.modeling.features import BASELINE
 
 XGBOOST, STATS, ENSEMBLE = "xgboost", "stats", "ensemble"
 STATS_MODELS = ("mstl", "ets")
@@ -54,13 +55,20 @@ def stats_models(settings: Any) -> list[str]:
     return names
 
 
+def stats_installed() -> bool:
+    """Whether the ``stats`` extra (statsforecast) can be imported."""
+    try:
+        importlib.import_module("statsforecast")
+    except ImportError:
+        return False
+    return True
+
+
 def stats_unavailable(contract: Contract, n_series: int, periods_before: int, settings: Any) -> str | None:
     """Why the statistical family cannot run on this history (None: it can)."""
     if not stats_models(settings):
         return "turned off (FRESHET_STATS_MODELS is empty)"
-    try:
-        importlib.import_module("statsforecast")
-    except ImportError:
+    if not stats_installed():
         return "the extra is not installed: pip install freshet[stats]"
     cap = getattr(settings, "stats_max_series", 25)
     if n_series > cap:
@@ -191,6 +199,9 @@ def serve(history: pl.LazyFrame, contract: Contract, meta: dict[str, Any], grid:
     if fam == XGBOOST or grid.height == 0:
         return xgb_values
     keys = [*contract.series_keys, contract.time_column]
+    if not stats_installed():
+        raise ImportError(f"the champion {meta.get('version')} is a statistical recipe ({describe(meta)}): "
+                          "install the extra where forecasts run: pip install freshet[stats]")
     fc = stats_forecast(history, contract, watermark, meta["recipe"]["model"])
     got = grid.select(keys).join(fc, on=keys, how="left", maintain_order="left")["forecast"]
     stats = got.cast(pl.Float64).fill_null(float("nan")).to_numpy()
@@ -224,7 +235,7 @@ def choose(scored: pl.DataFrame, contract: Contract, stats: dict[str, np.ndarray
     forecast's ladder would give. ``coverage(values)`` is the cross-fitted interval score of a column.
     """
     actual = scored[contract.target].cast(pl.Float64).to_numpy()
-    ladder = scored["__seasonal_naive"].cast(pl.Float64).to_numpy() if "__seasonal_naive" in scored.columns else None
+    ladder = scored[BASELINE].cast(pl.Float64).to_numpy() if BASELINE in scored.columns else None
     xgb_values = scored["model"].to_numpy()
     table = [(XGBOOST, None, xgb_values, xgb_seconds, 0)]
     for name, v in stats.items():
@@ -241,3 +252,28 @@ def choose(scored: pl.DataFrame, contract: Contract, stats: dict[str, np.ndarray
     pick = min(range(len(table)), key=lambda i: (rows[i]["wape"], i))
     fam, name, values, _, _ = table[pick]
     return fam, name, values, rows
+
+
+def champion_values(prep: Any, meta: dict[str, Any], scored: pl.DataFrame,
+                    computed: dict[str, np.ndarray]) -> np.ndarray:
+    """The champion's backtest forecasts by its family: its booster's, its statistical recipe refit per window, or their mean."""
+    fam = family_of(meta)
+    booster_values = scored["champion"].to_numpy()
+    if fam == XGBOOST:
+        return booster_values
+    name = meta["recipe"]["model"]
+    values = computed.get(name)
+    if values is None and not stats_installed():
+        return np.full(scored.height, np.nan)  # cannot be scored: the gate fails closed and says so
+    if values is None:
+        values = stats_values(prep.history, prep.contract, scored, prep.stats["max"], name, prep.clip_at_zero)
+    values = np.where(np.isnan(values), scored[BASELINE].cast(pl.Float64).to_numpy(), values)
+    return values if fam == STATS else (values + booster_values) / 2
+
+
+def better_baseline(scores: dict[str, Any]) -> tuple[dict[str, float], str]:
+    """The baseline a model must beat: the better (lower pooled WAPE) of seasonal naive and naive (the last value)."""
+    naive = scores.get("naive")
+    if naive is not None and naive["wape"] < scores["baseline"]["wape"]:
+        return naive, "naive (last value)"
+    return scores["baseline"], "seasonal-naive"

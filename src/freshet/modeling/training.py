@@ -236,7 +236,7 @@ def backtest(prep: Prepared, chosen: Candidate, champion: tuple[xgb.Booster, dic
                                            dtype=pl.Float64)).with_columns(
         pl.col(FAM.NAIVE).fill_nan(None).fill_null(pl.col(F.BASELINE).cast(pl.Float64)))
     if champ is not None:
-        scored = scored.with_columns(pl.Series("champion", _family_champion(prep, champion[1], scored, stats_values),
+        scored = scored.with_columns(pl.Series("champion", FAM.champion_values(prep, champion[1], scored, stats_values),
                                                dtype=pl.Float64))
     scale = _validation_scale(prep)
 
@@ -278,21 +278,6 @@ def backtest(prep: Prepared, chosen: Candidate, champion: tuple[xgb.Booster, dic
                         **three(part), "intervals": band_by_window.get(int(w))})
     return ({**three(scored), "intervals": {"quantiles": list(c.quantiles), **pooled_band, "table": table},
              "families": families}, windows, note)
-
-
-def _family_champion(prep: Prepared, meta: dict[str, Any], scored: pl.DataFrame,
-                     stats_values: dict[str, np.ndarray]) -> np.ndarray:
-    """The champion's backtest forecasts by its family: its booster's, its statistical recipe refit per window, or their mean."""
-    fam = FAM.family_of(meta)
-    booster_values = scored["champion"].to_numpy()
-    if fam == FAM.XGBOOST:
-        return booster_values
-    name = meta["recipe"]["model"]
-    values = stats_values.get(name)
-    if values is None:
-        values = FAM.stats_values(prep.history, prep.contract, scored, prep.stats["max"], name, prep.clip_at_zero)
-    values = np.where(np.isnan(values), scored[F.BASELINE].cast(pl.Float64).to_numpy(), values)
-    return values if fam == FAM.STATS else (values + booster_values) / 2
 
 
 def _validation_scale(prep: Prepared) -> pl.DataFrame | None:
@@ -347,7 +332,7 @@ def decide(scores: dict[str, Any], min_improvement: float, champion_note: str | 
     the gate then fails closed (a model that beats only the baseline could be worse than the
     champion it would replace).
     """
-    base, base_name = better_baseline(scores)
+    base, base_name = FAM.better_baseline(scores)
     ok, reason = M.decide(scores["model"], None, base, min_improvement, base_name)
     if champion_note:
         return False, (f"not promoted: {champion_note}, so the new model could not be compared with it "
@@ -358,14 +343,6 @@ def decide(scores: dict[str, Any], min_improvement: float, champion_note: str | 
     ok, vs = M.decide(scores["model_on_champion_rows"], scores["champion"], {"wape": math.inf}, min_improvement)
     rows = scores["champion"]["rows"]
     return ok, f"{vs} on the {rows} backtest rows newer than the champion's data; {reason.split('; ', 1)[-1]}"
-
-
-def better_baseline(scores: dict[str, Any]) -> tuple[dict[str, float], str]:
-    """The baseline a model must beat: the better (lower pooled WAPE) of seasonal naive and naive (the last value)."""
-    naive = scores.get("naive")
-    if naive is not None and naive["wape"] < scores["baseline"]["wape"]:
-        return naive, "naive (last value)"
-    return scores["baseline"], "seasonal-naive"
 
 
 def refit(prep: Prepared, chosen: Candidate, settings: Any) -> M.FitResult:
