@@ -240,7 +240,7 @@ def test_a_custom_train_run_filled_in_the_form_completes_and_its_artifacts_rende
     for label, version in (("model", model["version"]), ("champion", chain.champion["version"]),
                            ("baseline", "seasonal naive")):
         # a forced retrain of the champion's own data: the champion saw every backtest row, so the
-        # table shows its version with "n/a" metrics (flows.train._fmt), not a score on seen rows
+        # table shows its version with "n/a" metrics (freshet.modeling.report.fmt), not a score on seen rows
         scores = metrics[label]
         row = " ".join([label, version, *(f"{scores[k]:.4f}" if scores else "n/a" for k in ("mae", "rmse", "wape"))])
         expect(page.get_by_role("row", name=row, exact=True)).to_be_visible()
