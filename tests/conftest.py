@@ -52,6 +52,18 @@ FAKE_AWS = {
 from tests.e2e.stack import poll as wait_for  # noqa: E402
 
 
+# --------------------------------------------------------------------- order
+@pytest.hookimpl(trylast=True)  # after pytest has grouped the items by the e2e stack's topology
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The end-to-end tests run last, in the order pytest grouped them.
+
+    A session-scoped stack is stopped only when the session ends: run in the middle, the
+    last topology's stack (PostgreSQL, Redis, two API servers, services, two workers)
+    would keep polling beside every later test, on the same two cores.
+    """
+    items.sort(key=lambda item: "e2e" in getattr(item, "fixturenames", ()))
+
+
 # --------------------------------------------------------------------- isolation
 @pytest.fixture(autouse=True)
 def _clean_freshet_env(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -124,6 +124,9 @@ def e2e(topology: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[E2E
         "PREFECT_API_AUTH_STRING": AUTH,
         # task and flow run states reach the API sooner, so tests can act on them
         "PREFECT_SERVER_SERVICES_EVENT_PERSISTER_FLUSH_INTERVAL": "0.5",
+        # a killed run's slots (60 s leases, Prefect's minimum) are freed within 2 s of expiring, not up
+        # to 15 s later (the repossessor's default loop): the kill tests' re-runs wait for them
+        "PREFECT_SERVER_SERVICES_REPOSSESSOR_LOOP_SECONDS": "2",
     })
     try:
         api = stack.up(out=lambda line: print(f"[e2e] {line}"))

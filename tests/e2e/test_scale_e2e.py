@@ -157,7 +157,7 @@ def test_postgres_restarted_during_training_then_the_watchdog_recovers(e2e: E2E,
 
     lake = Lake(str(e2e.lake))
     ds = "pg_restart"  # its own dataset: the kill tests of test_reliability_e2e.py fill crash_c on this topology too
-    batches = daily_batches(31, 400, 2, stores=20, items=20)  # 160,000 rows: a fit long enough to interrupt
+    batches = daily_batches(31, 150, 252, stores=20, items=20)  # 160,800 rows: the second fit is long enough to interrupt
     first = land(e2e, ds, "pg-0.csv", batches[0])
     announce(ds, [first])
     poll(f"the first {ds} champion", lambda: _covering(lake, ds, [first]), 300)
