@@ -126,7 +126,9 @@ def test_first_training_promotes_and_registers_a_complete_model(prefect_api, any
     assert [w["window"] for w in meta["backtest"]["windows"]] == [3, 2, 1, 0]
     assert all(w["model"]["rows"] > 0 for w in meta["backtest"]["windows"])
     assert meta["transform"] in ("none", "seasonal_difference", "level_scale") and meta["objective"] == "squared_error"
-    assert meta["rows"]["refit"] > meta["evaluation"]["train_rows"]  # refit on every row, up to the newest
+    # the served model continued the scored one on every row it never trained on, up to the newest
+    assert meta["evaluation"]["refit"] == "continue" and meta["rows"]["refit"] == rows["valid"] + rows["holdout"]
+    assert meta["rounds"] > meta["evaluation"]["best_iteration"] + 1
     assert meta["timings"]["refit_seconds"] > 0 and meta["timings"]["fit_chosen_seconds"] > 0
     served = registry.load_booster(any_lake.lake, DATASET, version)
     assert served.num_boosted_rounds() == meta["rounds"] == again.booster.num_boosted_rounds()

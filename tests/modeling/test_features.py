@@ -11,6 +11,7 @@ import pytest
 from polars.testing import assert_frame_equal
 
 from freshet.modeling import features as F
+from freshet.modeling import origins as O
 from freshet.data.contracts import Contract, load_contract
 from freshet.data.generate import generate_retail_sales
 from freshet.settings import BUNDLED_CONTRACTS
@@ -129,14 +130,15 @@ def test_rolling_stats_do_not_mix_series() -> None:
     assert out.filter(pl.col("shop") == 2)["roll_max_8"].to_list() == [None, 1000.0, 1000.0]
 
 
-def test_known_exogenous_is_used_at_t_and_observed_only_at_lags_of_at_least_the_horizon() -> None:
+def test_known_exogenous_is_used_at_t_and_observed_only_at_the_origin_or_a_seasonal_lag() -> None:
     c = Contract(**{**TOY.__dict__, "exogenous": (), "observed": ("price",), "horizon": 1})
     df = toy([1, 2, 3, 4, 5], [1, 2, 3, 4, 5], prices=[1.0, 2.0, 0.0, -1.0, None])
     out = by_key(F.add_exogenous_features(df.lazy(), c).collect())
-    # observed lags: the horizon (1) and the seasonal lag (2); never the value at t
-    assert out["price_lag_1"].to_list() == [None, 1.0, 2.0, 0.0, -1.0]
+    # observed: the seasonal lag (2) from t, and the value at the origin (t - 1 here); never the value at t
     assert out["price_lag_2"].to_list() == [None, None, 1.0, 2.0, 0.0]
-    assert "price" not in F.feature_columns(c)
+    at_origin = by_key(F.build_features(df.lazy(), c).collect(), c)
+    assert at_origin["price_olag_0"].to_list() == [None, 1.0, 2.0, 0.0, -1.0]
+    assert "price" not in F.feature_columns(c) and "price_olag_0" in F.feature_columns(c)
     known = by_key(F.add_exogenous_features(df.lazy(), TOY).collect())
     assert_frame_equal(known, df)  # known: the value at t itself, zeros, negatives and nulls as they are
     assert "price" in F.feature_columns(TOY) and not [x for x in F.feature_columns(TOY) if "ratio" in x]
@@ -171,7 +173,7 @@ def test_string_columns_are_categories_with_training_codes_and_unseen_values_are
     assert out["key_city"].to_list() == [0.0, 0.0, None, None]
     assert out["workday"].to_list() == [1.0, 0.0, 1.0, None]
     types = dict(zip(F.feature_columns(STRINGY, spec), F.feature_types(spec, STRINGY)))
-    assert (types["weather"], types["key_city"], types["workday"], types["wind_lag_2"]) == ("c", "c", "q", "q")
+    assert (types["weather"], types["key_city"], types["workday"], types["wind_olag_0"]) == ("c", "c", "q", "q")
 
 
 def test_an_infinite_feature_fails_naming_the_column() -> None:
@@ -335,10 +337,11 @@ def test_time_split_is_time_ordered_disjoint_and_complete(sales: pl.DataFrame, h
 def test_training_frames_in_slices_equal_the_whole_build(sales: pl.DataFrame, partitions: int) -> None:
     max_time = sales["date"].max()
     cols, key = F.feature_columns(RETAIL), ["store_id", "item_id", "date"]
-    feats = F.build_features(sales.lazy(), RETAIL).with_columns(pl.col(cols).cast(pl.Float32))
+    rows = O.training_origins(sales.lazy(), RETAIL, max_time)
+    feats = F.build_features(sales.lazy(), RETAIL, rows=rows).with_columns(pl.col(cols).cast(pl.Float32))
     expected = [x.collect() for x in F.time_split(feats, RETAIL, max_time, 28, 14)]
     got = F.training_frames(sales.lazy(), RETAIL, max_time, 28, 14, partitions=partitions)
-    keep = [*key, RETAIL.target, *cols, F.TARGET, F.BASELINE]
+    keep = [*key, RETAIL.target, *cols, O.ORIGIN, F.TARGET, F.BASELINE]
     for want, have in zip(expected, got):
         assert have.height == want.height > 0
         want = want.select(keep)

@@ -13,6 +13,7 @@ from polars.testing import assert_frame_equal
 
 from freshet.data.contracts import Contract
 from freshet.modeling import features as F
+from freshet.modeling import origins as O
 from freshet.modeling import forecast as FC
 from freshet.modeling import training as T
 from freshet.settings import Settings
@@ -76,8 +77,8 @@ def test_the_model_forecast_equals_predicting_on_features_of_the_same_rows(train
     assert out["forecast"].is_finite().all()
     # the same rows through the training feature path, predicted directly
     spec = F.FeatureSpec.from_json(result.meta["feature_spec"])
-    rows = pl.concat([df, fut], how="diagonal_relaxed")
-    feats = FC.model_frame(rows, DAILY, spec).filter(pl.col("day") > df["day"].max()).collect().sort(["shop", "day"])
+    rows = fut.with_columns(pl.lit(df["day"].max()).alias(O.ORIGIN))  # every period forecast from the watermark
+    feats = FC.model_frame(df, DAILY, spec, rows=rows).collect().sort(["shop", "day"])
     direct = FC.predict_target(result.booster, feats, DAILY, spec, clip=result.meta["clip_at_zero"])
     np.testing.assert_allclose(out.sort(["shop", "day"])["forecast"].to_numpy(), direct, rtol=1e-6)
 

@@ -65,15 +65,18 @@ def test_string_boolean_and_zero_heavy_columns_train_and_beat_seasonal_naive() -
     assert result.scores["model"]["wape"] < result.scores["baseline"]["wape"]
 
 
-def test_the_serving_model_is_refit_on_every_row_with_scaled_rounds() -> None:
+def test_the_serving_model_continues_the_evaluated_one_on_the_rows_it_never_trained_on() -> None:
     df = generate_retail_sales(stores=2, items=2, days=150)
     result = T.train_model(df, RETAIL, None, FAST)
-    ev = result.meta["evaluation"]
-    assert result.meta["rows"]["refit"] > ev["train_rows"]
-    assert result.meta["rounds"] == T.refit_rounds(ev["best_iteration"] + 1, ev["train_rows"],
-                                                   result.meta["rows"]["refit"], FAST.xgb_max_rounds)
+    ev, rows = result.meta["evaluation"], result.meta["rows"]
+    best = ev["best_iteration"] + 1
+    assert ev["refit"] == "continue" and 0 < rows["refit"] <= rows["valid"] + rows["holdout"]
+    assert result.meta["rounds"] == T.refit_rounds(best, ev["train_rows"], ev["train_rows"] + rows["refit"],
+                                                   FAST.xgb_max_rounds) > best
     assert result.booster.num_boosted_rounds() == result.meta["rounds"]
-    assert result.eval_booster is not None and result.eval_booster is not result.booster
+    # its first rounds are the evaluated model's best ones; the rest learnt from the newest rows
+    assert result.booster[:best].get_dump() == result.eval_booster[:best].get_dump()
+    assert result.eval_booster is not result.booster
     assert {"refit_seconds", "fit_eval_seconds", "fit_chosen_seconds"} <= set(result.timings)
 
 

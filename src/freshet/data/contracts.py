@@ -101,7 +101,7 @@ class Contract:
     horizon: int
     season_length: int
     rules: dict[str, Rule] = field(default_factory=dict)
-    # exogenous columns only measured as they happen (weather observed, footfall): used at lags >= horizon.
+    # exogenous columns only measured as they happen (weather observed, footfall): read at the forecast origin or earlier.
     # ``exogenous`` holds the columns known in advance (price plan, promotion, weather forecast): used at t.
     observed: tuple[str, ...] = ()
     objective: str = "squared_error"

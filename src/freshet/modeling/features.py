@@ -1,14 +1,18 @@
 """Feature building as pure polars functions of frames (no I/O, no logging).
 
 Every target-derived feature of a row at time ``t`` is computed from target
-values at ``t - horizon`` or earlier, by joining on time (not by shifting rows),
-so missing periods never slide a value into the wrong place and no future target
-value can leak into a row. ``tests/modeling/test_features.py`` proves it.
+values at the row's forecast origin or earlier (``freshet.modeling.origins``: the
+origin is at most ``horizon`` periods before ``t``), by joining on time (not by
+shifting rows), so missing periods never slide a value into the wrong place and no
+target value after the origin can leak into a row. ``tests/modeling/test_features.py``
+and ``tests/modeling/test_origins.py`` prove it.
 
-What a model uses is a :class:`FeatureSpec`: the lags, windows, calendar
-features, exogenous columns (known in advance at ``t``, observed-only at lags of
-at least the horizon), the categories seen in training and the target transform.
-It is stored in meta.json, so prediction rebuilds exactly the training features.
+What a model uses is a :class:`FeatureSpec`: the lags from ``t`` (all at least the
+horizon), the lags and rolling windows from the origin, calendar features, exogenous
+columns (known in advance at ``t``, observed-only at the origin and at a seasonal lag),
+the categories seen in training and the target transform. It is stored in meta.json,
+so prediction rebuilds exactly the training features; a spec stored before origins
+existed (no ``direct`` field) reads every row from ``t - horizon``, as it was trained.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from typing import Any
 import polars as pl
 
 from freshet.data.contracts import Contract
+from freshet.modeling import origins as O
 
 # Training features are built this many rows of series at a time (bounds the joins' memory).
 ROWS_PER_FEATURE_SLICE = 5_000_000
@@ -91,6 +96,11 @@ class FeatureSpec:
     observed_lags: tuple[int, ...]
     categories: dict[str, list[str]] = field(default_factory=dict)  # category columns -> training categories
     transform: str = "none"
+    # origin-relative features (issue 21); the defaults are what a spec stored before them means
+    direct: bool = False                           # rows read data up to their own origin (``step`` is a feature)
+    origin_lags: tuple[int, ...] = ()              # target at origin - j
+    observed_origin_lags: tuple[int, ...] = ()     # observed-only columns at origin - j
+    origin_season: bool = False                    # target whole seasons back from t, at or before the origin
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -128,16 +138,20 @@ def category_columns(contract: Contract) -> list[str]:
 def default_spec(contract: Contract, span: timedelta | None = None, categories: dict[str, list[str]] | None = None,
                  transform: str = "none") -> FeatureSpec:
     """The spec a contract gets for a history covering ``span`` (None: unknown, no yearly features)."""
-    h, k = contract.horizon, seasonal_lag(contract)
+    k = seasonal_lag(contract)
     return FeatureSpec(
         lags=tuple(lags_for(contract)),
         windows=tuple(rolling_windows(contract)),
         calendar=calendar_for(contract, span),
         known=tuple(contract.exogenous),
         observed=tuple(contract.observed),
-        observed_lags=tuple(sorted({h, k})),
+        observed_lags=(k,),
         categories=dict(categories if categories is not None else {c: [] for c in category_columns(contract)}),
         transform=transform,
+        direct=True,
+        origin_lags=O.ORIGIN_LAGS,
+        observed_origin_lags=(0,),
+        origin_season=contract.horizon > contract.season_length,
     )
 
 
@@ -166,7 +180,7 @@ def key_features(contract: Contract, spec: FeatureSpec) -> list[str]:
 def feature_columns(contract: Contract, spec: FeatureSpec | None = None) -> list[str]:
     """The model's inputs, in a fixed order."""
     spec = spec or default_spec(contract)
-    cols = [f"lag_{lag}" for lag in spec.lags]
+    cols = [f"lag_{lag}" for lag in spec.lags] + O.origin_columns(contract, spec)
     for w in spec.windows:
         cols += [f"roll_mean_{w}", f"roll_std_{w}", f"roll_max_{w}"]
     if spec.transform != "none":
@@ -189,25 +203,29 @@ def _from_past(lf: pl.LazyFrame, contract: Contract, values: dict[str, pl.Expr],
     return lf.select(*keys, (pl.col(t) + pl.lit(_delta(contract, k))).alias(t), **values)
 
 
-def add_lag_features(lf: pl.LazyFrame, contract: Contract, spec: FeatureSpec | None = None) -> pl.LazyFrame:
-    """``lag_k`` = target at ``t - k`` for each lag of the spec (null when that period is missing)."""
+def add_lag_features(lf: pl.LazyFrame, contract: Contract, spec: FeatureSpec | None = None,
+                     source: pl.LazyFrame | None = None) -> pl.LazyFrame:
+    """``lag_k`` = target at ``t - k`` (read from ``source``, default ``lf``) for each lag of the spec (null when missing)."""
     spec = spec or default_spec(contract)
     on = [*contract.series_keys, contract.time_column]
+    src = lf if source is None else source
     out = lf
     for k in spec.lags:
         # join from the input, not from ``out``: a lazy self-join of a growing plan
         # re-evaluates it, and the cost doubles with every lag
-        out = out.join(_from_past(lf, contract, {f"lag_{k}": pl.col(contract.target).cast(pl.Float64)}, k),
+        out = out.join(_from_past(src, contract, {f"lag_{k}": pl.col(contract.target).cast(pl.Float64)}, k),
                        on=on, how="left")
     return out
 
 
 def add_rolling_features(lf: pl.LazyFrame, contract: Contract, source: pl.LazyFrame | None = None,
                          spec: FeatureSpec | None = None) -> pl.LazyFrame:
-    """Rolling mean/std/max of the target over windows ending at ``t - horizon`` (computed on ``source``, default ``lf``)."""
+    """Rolling mean/std/max of the target over windows ending at the row's origin (computed on ``source``, default ``lf``)."""
     spec = spec or default_spec(contract)
     keys = list(contract.series_keys)
-    t, y, h = contract.time_column, contract.target, contract.horizon
+    t, y = contract.time_column, contract.target
+    added = [] if O.ORIGIN in lf.collect_schema().names() else [O.ORIGIN, O.STEP]
+    lf = O.with_origin(lf, contract, spec) if added else lf
     ordered = (lf if source is None else source).select(*keys, t, pl.col(y).cast(pl.Float64)).sort([*keys, t])
     stats: dict[str, pl.Expr] = {}
     for w in spec.windows:
@@ -217,7 +235,7 @@ def add_rolling_features(lf: pl.LazyFrame, contract: Contract, source: pl.LazyFr
         stats[f"roll_max_{w}"] = pl.col(y).rolling_max_by(t, window_size=window).over(keys)
     if not stats:
         return lf
-    return lf.join(_from_past(ordered, contract, stats, h), on=[*keys, t], how="left")
+    return lf.join(O.at_origin(ordered, contract, stats, 0), on=[*keys, O.ORIGIN], how="left").drop(added)
 
 
 def _encode(col: str, contract: Contract, spec: FeatureSpec) -> pl.Expr:
@@ -231,7 +249,7 @@ def _encode(col: str, contract: Contract, spec: FeatureSpec) -> pl.Expr:
 
 def add_exogenous_features(lf: pl.LazyFrame, contract: Contract, source: pl.LazyFrame | None = None,
                            spec: FeatureSpec | None = None) -> pl.LazyFrame:
-    """Known columns at ``t`` (encoded in place); observed-only columns at lags of at least the horizon."""
+    """Known columns at ``t`` (encoded in place); observed-only columns at lags of at least the horizon from ``t``."""
     spec = spec or default_spec(contract)
     src = lf if source is None else source
     on = [*contract.series_keys, contract.time_column]
@@ -263,18 +281,18 @@ def add_calendar_features(lf: pl.LazyFrame, contract: Contract, spec: FeatureSpe
 
 
 def add_transform(lf: pl.LazyFrame, contract: Contract, spec: FeatureSpec) -> pl.LazyFrame:
-    """The target transform: ``REF`` (from data at ``t - horizon`` or earlier), ``TARGET``, and target features made relative.
+    """The target transform: ``REF`` (from data at the origin or earlier), ``TARGET``, and target features made relative.
 
     - ``none``: the booster learns the target.
     - ``seasonal_difference``: it learns ``y - y[t - seasonal lag]``; lags and rolling means/maxima are
       differences from that reference too.
     - ``level_scale``: it learns ``y / level``, the level being the mean of the newest season ending at
-      ``t - horizon`` (1 where that mean is not positive, so no division by zero); target features are scaled alike.
+      the origin (1 where that mean is not positive, so no division by zero); target features are scaled alike.
     """
     y = pl.col(contract.target).cast(pl.Float64)
     if spec.transform == "none":
         return lf.with_columns(y.alias(TARGET))
-    target_cols = [f"lag_{k}" for k in spec.lags]
+    target_cols = [f"lag_{k}" for k in spec.lags] + O.origin_target_columns(spec)
     target_cols += [f"roll_{s}_{w}" for w in spec.windows for s in ("mean", "max")]
     stds = [f"roll_std_{w}" for w in spec.windows]
     if spec.transform == "seasonal_difference":
@@ -307,20 +325,29 @@ def invert_transform(pred: pl.Expr, transform: str) -> pl.Expr:
     raise ValueError(f"unknown target transform {transform!r}")
 
 
-def build_features(lf: pl.LazyFrame, contract: Contract, spec: FeatureSpec | None = None) -> pl.LazyFrame:
-    """All features (plus ``REF``/``TARGET`` and the seasonal-naive value); one row per input row, sorted by series and time."""
+def build_features(lf: pl.LazyFrame, contract: Contract, spec: FeatureSpec | None = None,
+                   rows: pl.LazyFrame | None = None) -> pl.LazyFrame:
+    """All features (plus ``REF``/``TARGET``, ``ORIGIN`` and the seasonal-naive value) of ``rows`` (default: ``lf``),
+    every target value read from ``lf``; one row per row of ``rows``, sorted by series, time and origin.
+
+    A row's origin is its ``ORIGIN`` column (``freshet.modeling.origins``), else ``t - horizon``.
+    """
     spec = spec or default_spec(contract)
     k = seasonal_lag(contract)
     lag_spec = spec if k in spec.lags else FeatureSpec(**{**spec.__dict__, "lags": tuple(sorted({*spec.lags, k}))})
     # every block reads the input frame, never the previous block's output (see add_lag_features)
-    out = add_lag_features(lf, contract, lag_spec)
+    out = O.with_origin(lf if rows is None else rows, contract, spec)
+    if contract.target not in out.collect_schema().names():  # rows to forecast: no target (its feature is null)
+        out = out.with_columns(pl.lit(None, dtype=pl.Float64).alias(contract.target))
+    out = add_lag_features(out, contract, lag_spec, source=lf)
     out = add_rolling_features(out, contract, source=lf, spec=spec)
+    out = O.add_origin_features(out, lf, contract, spec, _encode)
     out = add_exogenous_features(out, contract, source=lf, spec=spec)
     out = add_calendar_features(out, contract, spec)
     out = out.with_columns(pl.col(f"lag_{k}").alias(BASELINE),
                            *(_encode(c, contract, spec).alias(f"{KEY}{c}") for c in key_features(contract, spec)))
     out = add_transform(out, contract, lag_spec)
-    return out.sort([*contract.series_keys, contract.time_column])
+    return out.with_columns(pl.col(O.STEP).cast(pl.Float64)).sort([*contract.series_keys, contract.time_column, O.ORIGIN])
 
 
 BASELINE = "__seasonal_naive"
@@ -368,23 +395,32 @@ def time_split(lf: pl.LazyFrame, contract: Contract, max_time, holdout: int | No
 
 
 def training_frames(lf: pl.LazyFrame, contract: Contract, max_time, holdout: int | None = None,
-                    validation: int | None = None, partitions: int = 1,
-                    spec: FeatureSpec | None = None) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:
-    """Train / validation / holdout frames of features (float32 numbers), ``REF``, ``TARGET`` and the baseline.
+                    validation: int | None = None, partitions: int = 1, spec: FeatureSpec | None = None,
+                    steps_per_row: int = 1, spread_every: int = 0) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:
+    """Train / validation / holdout frames of features (float32 numbers), ``ORIGIN``, ``REF``, ``TARGET`` and the baseline.
 
+    Each row is forecast from the origin just before its window of ``horizon`` periods; training rows
+    (before validation) are stacked ``steps_per_row`` times (``origins.training_origins``); with ``spread_every``,
+    every such window of the training span joins validation too (``origins.spread_windows``).
     Features only look within a series, so the series are hashed into ``partitions``
     slices built one at a time: peak memory is one slice's joins plus the float32 output.
     Raises :class:`NonFiniteFeatureError` if a feature would hold +-inf.
     """
     spec = spec or default_spec(contract)
     cols = feature_columns(contract, spec)
-    extra = [TARGET, BASELINE]
+    extra = [O.ORIGIN, TARGET, BASELINE]
     keep = list(dict.fromkeys([*contract.series_keys, contract.time_column, contract.target, *cols, *extra]))
+    dh, dv = evaluation_periods(contract)
+    valid_start = max_time - _delta(contract, (holdout or dh) + (validation or dv) - 1)
     parts = []
     for i in range(partitions):
         part = lf if partitions == 1 else lf.filter(pl.struct(contract.series_keys).hash(seed=0) % partitions == i)
-        feats = build_features(part, contract, spec).select(keep).with_columns(pl.col(cols).cast(pl.Float32))
+        rows = O.training_origins(part, contract, max_time, valid_start, steps_per_row if spec.direct else 1)
+        feats = build_features(part, contract, spec, rows=rows).select(keep).with_columns(pl.col(cols).cast(pl.Float32))
         train, valid, hold = time_split(feats, contract, max_time, holdout, validation)
+        if spread_every:
+            held = O.spread_windows(contract, max_time, spread_every)
+            train, valid = train.filter(~held), pl.concat([train.filter(held), valid])
         got = pl.collect_all([train, valid, hold])
         for frame in got:
             check_finite(frame, cols)

@@ -1,7 +1,8 @@
 """Forecasts for the next ``horizon`` periods after a dataset's watermark: every series, every period, a range.
 
 ``forecast_frame`` builds exactly the features the model was trained with (its
-``feature_spec`` from meta.json), from history rows at or before the watermark
+``feature_spec`` from meta.json), every period forecast from the watermark as its
+origin (``freshet.modeling.origins``), from history rows at or before the watermark
 only, predicts, and inverts the target transform. ``predict_target`` is the one
 prediction path, shared with training's backtest, so a served forecast equals the
 backtested model's output on the same rows.
@@ -41,6 +42,7 @@ from freshet.modeling import families as FAM
 from freshet.modeling import features as F
 from freshet.modeling import intervals as I
 from freshet.modeling import model as M
+from freshet.modeling import origins as O
 
 MODEL = "model"
 MODEL_MISSING_INPUTS = "model_missing_inputs"
@@ -63,12 +65,15 @@ def spec_of(meta: dict[str, Any] | None, contract: Contract) -> F.FeatureSpec:
     return F.default_spec(contract)
 
 
-def model_frame(lf: pl.LazyFrame | pl.DataFrame, contract: Contract, spec: F.FeatureSpec) -> pl.LazyFrame:
-    """Features of ``spec`` as float32 (plus ``REF``, ``TARGET`` and the seasonal-naive value), unsorted slices welcome."""
+def model_frame(lf: pl.LazyFrame | pl.DataFrame, contract: Contract, spec: F.FeatureSpec,
+                rows: pl.LazyFrame | pl.DataFrame | None = None) -> pl.LazyFrame:
+    """Features of ``spec`` for ``rows`` (default ``lf``; an ``ORIGIN`` column sets each row's origin) read from ``lf``,
+    as float32 (plus ``ORIGIN``, ``REF``, ``TARGET`` and the seasonal-naive value); unsorted slices welcome."""
     cols = F.feature_columns(contract, spec)
-    extra = [F.TARGET, F.BASELINE]
+    extra = [O.ORIGIN, F.TARGET, F.BASELINE]
     keep = list(dict.fromkeys([*contract.series_keys, contract.time_column, contract.target, *cols, *extra]))
-    return F.build_features(lf.lazy(), contract, spec).select(keep).with_columns(pl.col(cols).cast(pl.Float32))
+    return (F.build_features(lf.lazy(), contract, spec, rows=None if rows is None else rows.lazy())
+            .select(keep).with_columns(pl.col(cols).cast(pl.Float32)))
 
 
 def predict_target(booster: xgb.Booster, frame: pl.DataFrame, contract: Contract, spec: F.FeatureSpec,
@@ -88,9 +93,11 @@ def predict_target(booster: xgb.Booster, frame: pl.DataFrame, contract: Contract
 
 
 def lookback_periods(contract: Contract, spec: F.FeatureSpec) -> int:
-    """How many periods before a row its features read (the longest lag, window or observed lag)."""
+    """How many periods before a row its features read (the longest lag, window or observed lag; origins at most
+    ``horizon`` periods back)."""
     h = contract.horizon
-    return max([*spec.lags, F.seasonal_lag(contract), *(w + h for w in spec.windows), *spec.observed_lags, h]) + 1
+    from_origin = [*spec.windows, *spec.origin_lags, *spec.observed_origin_lags]
+    return max([*spec.lags, F.seasonal_lag(contract), *(j + h for j in from_origin), *spec.observed_lags, h]) + 1
 
 
 def seasonal_naive_values(past: pl.DataFrame, rows: pl.DataFrame, contract: Contract) -> pl.DataFrame:
@@ -201,8 +208,10 @@ def forecast_frame(history: pl.LazyFrame | pl.DataFrame, contract: Contract, boo
     clip = bool((meta or {}).get("clip_at_zero", True)) if booster is not None else bool(
         past.height == 0 or past[y].min() >= 0)
     if booster is not None and grid.height:
-        rows = pl.concat([past, grid.drop(_MISSING, "stale_periods")], how="diagonal_relaxed")
-        feats = model_frame(rows, contract, spec).filter(pl.col(t) > watermark).collect()
+        # every period is forecast from the watermark: its features read the history up to it, never after
+        rows = pl.concat([past.clear(), grid.drop(_MISSING, "stale_periods")], how="diagonal_relaxed").with_columns(
+            pl.lit(watermark, dtype=contract.columns[t]).alias(O.ORIGIN))
+        feats = model_frame(past, contract, spec, rows=rows).collect()
         feats = grid.select(*keys, t).join(feats, on=[*keys, t], how="left", maintain_order="left")
         model_values = predict_target(booster, feats, contract, spec, clip=clip)
         # --- model families: a statistical or ensemble champion is its recipe refit on the newest history

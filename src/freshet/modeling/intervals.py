@@ -8,9 +8,10 @@ itself, at least ``POINT_FLOOR`` of the series' level (its mean absolute target 
 chose between them on the benchmark's development windows (BENCHMARKS.md). The offsets are percentiles of residuals
 ``(actual - forecast) / scale`` measured where the actuals were not seen by the forecaster:
 the model's rolling-origin backtest and validation span, or the seasonal-naive forecast replayed
-over recent history. Every feature of the model is at least ``horizon`` periods old, so its error
-does not depend on the horizon step and one pooled table serves every step. The
-backtest reports coverage and pinball loss cross-fitted (each window's range from the other
+over recent history. One pooled table serves every step: the model forecasts each step from the
+origin, so its error grows with the step, but tables per step bucket (a quarter of the horizon
+each) measured no better on the development windows of ``benchmarks/origins.py`` (BENCHMARKS.md,
+issue 21). The backtest reports coverage and pinball loss cross-fitted (each window's range from the other
 windows' residuals), so the calibration figures are not in-sample.
 """
 

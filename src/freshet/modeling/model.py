@@ -76,10 +76,12 @@ class _RowChunks(xgb.DataIter):
 
 
 def fit(train: pl.DataFrame, valid: pl.DataFrame | None, features: list[str], target: str, params: dict[str, Any],
-        max_rounds: int, early_stopping_rounds: int | None, feature_types: list[str] | None = None) -> FitResult:
+        max_rounds: int, early_stopping_rounds: int | None, feature_types: list[str] | None = None,
+        init: xgb.Booster | None = None) -> FitResult:
     """Fit with early stopping on the validation frame; ``valid=None`` fits exactly ``max_rounds`` (a refit).
 
-    ``feature_types`` marks category columns ``c`` (XGBoost's native categorical splits).
+    ``feature_types`` marks category columns ``c`` (XGBoost's native categorical splits); ``init`` is a
+    booster to continue (its trees kept, ``max_rounds`` more added).
     """
     start = time.perf_counter()
     cat = bool(feature_types and "c" in feature_types)
@@ -100,6 +102,7 @@ def fit(train: pl.DataFrame, valid: pl.DataFrame | None, features: list[str], ta
         early_stopping_rounds=early_stopping_rounds if valid is not None else None,
         evals_result=history,
         verbose_eval=False,
+        xgb_model=init,
     )
     return FitResult(
         booster=booster,

@@ -6,19 +6,21 @@ the policy lab replays as "the shipped decision rule". Steps, in order:
 1. ``prepare``: the feature spec fitted to the history (yearly-position features only
    on two years or more, categories seen in the data), and train / validation /
    backtest frames. The backtest is the newest ``holdout`` periods, cut into windows
-   of ``horizon`` periods (4 by default); validation is the span just before it.
+   of ``horizon`` periods (4 by default); validation is the span just before it. Every
+   row is forecast from the origin just before its window (``freshet.modeling.origins``).
 2. ``fit_candidates``: one XGBoost fit per target transform candidate (``none``,
    ``seasonal_difference``, ``level_scale``, or the one the contract pins), early
    stopping on validation; the transform with the lowest validation WAPE wins. The
    backtest windows play no part in this choice, so their score is not selected on.
 3. ``backtest``: the chosen model, the champion, seasonal naive and naive (the last value
-   at the origin) scored on every window (rolling forecast origins, one fit: every feature
-   of a row reads only data at least ``horizon`` periods older, so each window is forecast
-   from the data before it). On the same rows the model families compete
+   at the origin) scored on every window (rolling forecast origins, one fit: a row's
+   features read no target after its window's origin, so each window is forecast from
+   the data before it, as served). On the same rows the model families compete
    (``freshet.modeling.families``: the statistical family refit per window, the ensemble);
    the lowest pooled WAPE becomes the model.
-4. ``refit``: the serving model is refit on every row up to the newest, with the
-   evaluation's best rounds scaled by the extra rows.
+4. ``refit``: the serving model is the evaluated one continued on the rows it never
+   trained on (validation and backtest), for the extra rounds those rows are worth:
+   one full fit per training instead of two (issue 21; ``REFIT``).
 5. ``decide``: promote if the pooled backtest WAPE beats the better of seasonal naive and
    naive, and the champion by ``min_improvement`` (see ``model.decide``).
 """
@@ -40,10 +42,14 @@ from freshet.modeling import families as FAM
 from freshet.modeling import features as F
 from freshet.modeling import intervals as I
 from freshet.modeling import model as M
+from freshet.modeling import origins as O
 from freshet.modeling.forecast import lookback_periods, model_frame, predict_target, spec_of
 from freshet.settings import Settings
 
 CANDIDATE_TRANSFORMS = ("none", "seasonal_difference", "level_scale")
+# The serving model: "continue" the evaluated model on the rows it never trained on, "continue_all" on every row,
+# "full" refit, "no" refit (chosen on development windows by benchmarks/origins.py; see ``refit``).
+REFIT = "continue"
 
 
 class NotEnoughHistoryError(ValueError):
@@ -113,7 +119,8 @@ def prepare(history: pl.LazyFrame | pl.DataFrame, contract: Contract, settings: 
     categories = F.fit_categories(lf, contract)
     spec = F.default_spec(contract, span=span, categories=categories)
     partitions = max(1, -(-stats["rows"] // F.ROWS_PER_FEATURE_SLICE))
-    train, valid_f, back = F.training_frames(lf, contract, stats["max"], hold, valid, partitions=partitions, spec=spec)
+    train, valid_f, back = F.training_frames(lf, contract, stats["max"], hold, valid, partitions=partitions, spec=spec,
+                                             steps_per_row=O.TRAIN_STEPS_PER_ROW, spread_every=O.VALIDATION_EVERY)
     if min(train.height, valid_f.height, back.height) == 0:
         raise NotEnoughHistoryError(
             f"{contract.name}: not enough history to train: {stats['rows']} rows from {stats['min']} to "
@@ -193,12 +200,13 @@ def champion_predictions(prep: Prepared, champion: tuple[xgb.Booster, dict[str, 
     t = c.time_column
     first = rows[t].min()
     start = first - c.period * lookback_periods(c, spec)
-    try:
-        frame = model_frame(prep.history.filter(pl.col(t) >= start), c, spec).collect()
+    keys = [*c.series_keys, t]
+    source = prep.history.filter(pl.col(t) >= start)
+    try:  # from the same origins as the new model (a champion older than origins reads from t - horizon)
+        frame = model_frame(source, c, spec, rows=source.join(rows.select(*keys, O.ORIGIN).lazy(), on=keys)).collect()
     except (pl.exceptions.PolarsError, ValueError, KeyError) as exc:
         return None, f"champion {meta.get('version')} cannot be scored on this data ({exc})"
-    keys = [*c.series_keys, t]
-    frame = rows.select(keys).join(frame, on=keys, how="left", maintain_order="left")
+    frame = rows.select(keys).join(frame.drop(O.ORIGIN), on=keys, how="left", maintain_order="left")
     return predict_target(booster, frame, c, spec, clip=bool(meta.get("clip_at_zero", True))), None
 
 
@@ -346,14 +354,27 @@ def decide(scores: dict[str, Any], min_improvement: float, champion_note: str | 
 
 
 def refit(prep: Prepared, chosen: Candidate, settings: Any) -> M.FitResult:
-    """The serving model: every row up to the newest, the chosen rounds scaled by rows (no early stopping)."""
+    """The serving model, one that has seen the newest rows (``REFIT``).
+
+    ``continue``: the evaluated model's best rounds, continued on the rows it never trained on
+    (validation and backtest) for the extra rounds those rows are worth (``refit_rounds``);
+    ``continue_all``: the same extra rounds on every row; ``full``: a new fit on every row with the rounds
+    scaled by rows; ``no``: the evaluated model. Measured in BENCHMARKS.md (issue 21).
+    """
     c, spec = prep.contract, chosen.spec
-    parts = [_transformed(f, c, spec) for f in (prep.train, prep.valid, prep.backtest)]
-    everything = pl.concat(parts, how="vertical_relaxed").filter(
-        pl.col(F.TARGET).is_not_null() & pl.col(F.TARGET).is_not_nan())
-    rounds = refit_rounds(chosen.fit.best_iteration + 1, chosen.fit.rows, everything.height, settings.xgb_max_rounds)
-    return M.fit(everything, None, F.feature_columns(c, spec), F.TARGET, chosen.fit.params, rounds, None,
-                 feature_types=F.feature_types(spec, c))
+    usable = pl.col(F.TARGET).is_not_null() & pl.col(F.TARGET).is_not_nan()
+    cols, types, best = F.feature_columns(c, spec), F.feature_types(spec, c), chosen.fit.best_iteration + 1
+    newer = pl.concat([_transformed(f, c, spec) for f in (prep.valid, prep.backtest)],
+                      how="vertical_relaxed").filter(usable)
+    rounds = refit_rounds(best, chosen.fit.rows, chosen.fit.rows + newer.height, settings.xgb_max_rounds)
+    if REFIT in ("full", "continue_all"):
+        newer = pl.concat([_transformed(prep.train, c, spec).filter(usable), newer], how="vertical_relaxed")
+    if REFIT == "full":
+        return M.fit(newer, None, cols, F.TARGET, chosen.fit.params, rounds, None, feature_types=types)
+    base = chosen.fit.booster[:best]
+    if REFIT == "no" or rounds <= best or newer.height == 0:
+        return M.FitResult(base, chosen.fit.params, best - 1, best, 0.0, 0)
+    return M.fit(newer, None, cols, F.TARGET, chosen.fit.params, rounds - best, None, feature_types=types, init=base)
 
 
 def refit_rounds(best_rounds: int, train_rows: int, all_rows: int, max_rounds: int) -> int:
@@ -434,7 +455,7 @@ def finish(prep: Prepared, chosen: Candidate, candidates: list[Candidate], score
         "best_iteration": served.best_iteration,
         "rounds": served.rounds,
         "evaluation": {"best_iteration": chosen.fit.best_iteration, "rounds": chosen.fit.rounds,
-                       "train_rows": chosen.fit.rows, "refit_rows": served.rows,
+                       "train_rows": chosen.fit.rows, "refit": REFIT, "refit_rows": served.rows,
                        "holdout_periods": prep.holdout_periods, "validation_periods": prep.validation_periods},
         "candidates": [{"transform": x.transform, "objective": x.objective, "validation": x.validation,
                         "best_iteration": x.fit.best_iteration, "seconds": round(x.fit.seconds, 3)} for x in candidates],
