@@ -79,19 +79,19 @@ def run_protocol(frame: pl.DataFrame, contract, ds, windows: list, refit: bool, 
     out: dict[str, Any] = {"windows": len(windows), "first_origin": str(windows[0].origin),
                            "end": str(windows[-1].end), "rows": actuals.height, "models": {}, "info": {}}
     for name in methods:
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.process_time()
         try:
             fc, info = METHODS[name](frame, contract, ds, windows, refit)
         except Exception as exc:  # noqa: BLE001 - one method failing must not hide the others; it is reported
             out["models"][name] = {"error": f"{type(exc).__name__}: {str(exc).splitlines()[0][:300] if str(exc) else ''}"}
             say(f"  {name}: FAILED {out['models'][name]['error']}")
             continue
-        seconds = round(time.perf_counter() - start, 1)
+        seconds, cpu = round(time.perf_counter() - start, 1), round(time.process_time() - cpu, 1)
         models = [FORECAST] if FORECAST in fc.columns else [m for m in STATS_MODELS if m in fc.columns]
         for m in models:
             label = name if m == FORECAST else m
             out["models"][label] = {**score(actuals, fc, contract, m), "seconds": seconds}
-        out["info"][name] = {**info, "seconds": seconds}
+        out["info"][name] = {**info, "seconds": seconds, "cpu_s": cpu}
         say(f"  {name}: " + ", ".join(f"{(name if m == FORECAST else m)} {out['models'][name if m == FORECAST else m]['wape']:.4f}"
                                       for m in models) + f" ({seconds:.0f} s)")
     return out
@@ -137,6 +137,16 @@ HEAD = ["data set", "protocol", "freshet", "mlforecast", "MSTL", "AutoETS", "Aut
 COLUMNS = ("freshet", *PEERS)
 
 
+LEGEND = (
+    "WAPE pooled over each protocol's windows (short: origins refit each time; long: every method fitted once at "
+    "the span's start, then fed the newer rows). freshet gets the raw rows (no gap filled), the known columns' "
+    "future values and nothing of an observed column after the origin, and serves only a model its own gate "
+    "promotes (else its seasonal-naive ladder). mlforecast (XGBoost, early-stopped) and statsforecast get a "
+    "complete grid, a missing period's target interpolated (their docs require regular series); mlforecast gets "
+    "the known columns, statsforecast none (AutoARIMA on a 52-week season: Fourier terms K=6; hourly histories "
+    "capped to the newest 8 weeks). ratio: freshet / best peer, met when <= 1.02.")
+
+
 def table_rows(results: dict[str, Any]) -> list[list[str]]:
     rows = []
     for name, d in results["datasets"].items():
@@ -162,10 +172,15 @@ def render(results: dict[str, Any]) -> str:
         lines.append(f"Split `{results['split']}`; `{run_info.get('command')}` on {run_info.get('date')}, commit "
                      f"`{run_info.get('commit')}`, {run_info.get('elapsed_s')} s, load {run_info.get('load_before')} "
                      f"-> {run_info.get('load_after')}.")
+    lines.append(LEGEND)
     for name, d in results["datasets"].items():
         lines.append(f"- **{name}**: {d['shape']}; {d['source']}; horizon {d['horizon']}, season "
                      f"{d['season_length']}; known {d['known'] or 'none'}, observed {d['observed'] or 'none'}."
                      + (f" {d['note']}." if d.get("note") else ""))
+    cpu = sum(i.get("cpu_s", 0) for d in results["datasets"].values() for r in d["protocols"].values()
+              for i in r["info"].values())
+    if cpu:
+        lines.append(f"CPU time of the methods: {cpu / 60:.1f} min (all threads; wall time depends on the machine's load).")
     return "\n".join(lines)
 
 
@@ -195,8 +210,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, help="results JSON (default: benchmarks/results/accuracy.json; "
                                                   "accuracy-dev.json for --split dev)")
     parser.add_argument("--render", type=Path, metavar="FILE", help="only write the markdown table of --out to FILE")
+    parser.add_argument("--merge", type=Path, nargs="+", metavar="JSON",
+                        help="only combine the data sets of these results files (runs of disjoint --dataset) into --out")
     args = parser.parse_args(argv)
     out = args.out or (RESULTS if args.split == "final" else RESULTS.with_name("accuracy-dev.json"))
+    if args.merge:
+        docs = [json.loads(p.read_text()) for p in args.merge]
+        merged = {"split": docs[0]["split"], "datasets": {k: v for d in docs for k, v in d["datasets"].items()},
+                  "run": {**docs[0]["run"], "command": " + ".join(d["run"]["command"] for d in docs),
+                          "elapsed_s": max(d["run"]["elapsed_s"] for d in docs)}}
+        out.write_text(json.dumps(merged, indent=2, default=str))
+        print(render(merged) + "\n\n" + one_line(merged))
+        return 0
     if args.render:
         args.render.write_text(render(json.loads(out.read_text())) + "\n")
         print(args.render.read_text())
