@@ -178,7 +178,7 @@ def render(results: dict[str, Any]) -> str:
                      f"{d['season_length']}; known {d['known'] or 'none'}, observed {d['observed'] or 'none'}."
                      + (f" {d['note']}." if d.get("note") else ""))
     cpu = sum(i.get("cpu_s", 0) for d in results["datasets"].values() for r in d["protocols"].values()
-              for i in r["info"].values())
+              for i in r.get("info", {}).values())
     if cpu:
         lines.append(f"CPU time of the methods: {cpu / 60:.1f} min (all threads; wall time depends on the machine's load).")
     return "\n".join(lines)
