@@ -110,7 +110,8 @@ def summarize(result: dict[str, Any]) -> dict[str, Any]:
 
 
 def run(split: str = "final", datasets: list[str] | None = None, protocols: list[str] | None = None,
-        methods: list[str] | None = None) -> dict[str, Any]:
+        methods: list[str] | None = None, out: Path | None = None) -> dict[str, Any]:
+    """Every data set and protocol of ``split``; with ``out``, the results so far are written after each set."""
     results: dict[str, Any] = {"split": split, "datasets": {}}
     for name in datasets or list(DATASETS):
         ds = DATASETS[name]
@@ -128,6 +129,9 @@ def run(split: str = "final", datasets: list[str] | None = None, protocols: list
             res = run_protocol(frame, contract, ds, windows, proto == "short", methods or list(METHODS))
             entry["protocols"][proto] = {**res, **summarize(res)}
         results["datasets"][name] = entry
+        if out is not None:
+            out.parent.mkdir(parents=True, exist_ok=True)
+            out.write_text(json.dumps(results, indent=2, default=str))
     return results
 
 
@@ -216,9 +220,10 @@ def main(argv: list[str] | None = None) -> int:
     out = args.out or (RESULTS if args.split == "final" else RESULTS.with_name("accuracy-dev.json"))
     if args.merge:
         docs = [json.loads(p.read_text()) for p in args.merge]
+        runs = [d.get("run", {}) for d in docs]
         merged = {"split": docs[0]["split"], "datasets": {k: v for d in docs for k, v in d["datasets"].items()},
-                  "run": {**docs[0]["run"], "command": " + ".join(d["run"]["command"] for d in docs),
-                          "elapsed_s": max(d["run"]["elapsed_s"] for d in docs)}}
+                  "run": {**runs[0], "command": " + ".join(str(r.get("command", "(partial)")) for r in runs),
+                          "elapsed_s": max((r.get("elapsed_s", 0) for r in runs), default=0)}}
         out.write_text(json.dumps(merged, indent=2, default=str))
         print(render(merged) + "\n\n" + one_line(merged))
         return 0
@@ -227,7 +232,7 @@ def main(argv: list[str] | None = None) -> int:
         print(args.render.read_text())
         return 0
     load_before, start = [round(x, 2) for x in os.getloadavg()], time.monotonic()
-    results = run(args.split, args.dataset, args.protocol, args.method)
+    results = run(args.split, args.dataset, args.protocol, args.method, out)
     results["run"] = {"command": "benchmarks/accuracy.py " + " ".join(argv if argv is not None else sys.argv[1:]),
                       "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), "commit": _commit(),
                       "elapsed_s": round(time.monotonic() - start), "load_before": load_before,
