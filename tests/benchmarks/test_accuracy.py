@@ -224,3 +224,17 @@ def test_gasoline_is_weekly_on_mondays_without_a_gap():
     steps = frame["week"].diff().drop_nulls().unique().to_list()
     assert steps == [timedelta(weeks=1)] and set(frame["week"].dt.weekday().unique()) == {1}
     assert frame["week"].min() == date(1991, 2, 4) and np.isclose(frame["barrels"][0], 6.621)
+
+
+def test_runs_of_disjoint_data_sets_merge_into_one_table(tmp_path):
+    one = {"split": "final", "run": {"command": "accuracy.py --dataset a", "elapsed_s": 5, "date": "d", "commit": "c"},
+           "datasets": {"a": {"source": "s", "shape": "x", "horizon": 1, "season_length": 1, "known": [],
+                              "observed": [], "protocols": {}}}}
+    two = {"split": "final", "datasets": {"b": {**one["datasets"]["a"]}}}  # a partial run: no "run" yet
+    paths = [tmp_path / "one.json", tmp_path / "two.json"]
+    for path, doc in zip(paths, (one, two)):
+        path.write_text(json.dumps(doc))
+    A.main(["--out", str(tmp_path / "all.json"), "--merge", *map(str, paths)])
+    merged = json.loads((tmp_path / "all.json").read_text())
+    assert list(merged["datasets"]) == ["a", "b"]
+    assert merged["run"]["command"] == "accuracy.py --dataset a + (partial)" and merged["run"]["elapsed_s"] == 5
