@@ -158,7 +158,7 @@ def table_rows(results: dict[str, Any]) -> list[list[str]]:
             cells = []
             for m in COLUMNS:
                 got = r["models"].get(m, {})
-                cells.append(f"{got['wape']:.3f}" if "wape" in got else ("failed" if "error" in got else ""))
+                cells.append(f"{got['wape']:.4f}" if "wape" in got else ("failed" if "error" in got else ""))
             cover = r["models"].get("freshet", {}).get("coverage")
             label = f"{proto}: {r['windows']} x {d['horizon']}" + (" refit" if proto == "short" else ", fit once")
             rows.append([name, label, *cells, r.get("best_peer") or "",
