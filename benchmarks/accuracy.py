@@ -109,6 +109,22 @@ def summarize(result: dict[str, Any]) -> dict[str, Any]:
     return {"best_peer": best, "best_peer_wape": peers[best], "ratio": ratio, "met": bool(ratio <= MET_RATIO)}
 
 
+def merge_datasets(parts: list[dict[str, Any]]) -> dict[str, Any]:
+    """Data sets of several runs in one: a later run's models of the same set and protocol join the earlier's."""
+    out: dict[str, Any] = {}
+    for part in parts:
+        for name, d in part.items():
+            if name not in out:
+                out[name] = json.loads(json.dumps(d))
+                continue
+            for proto, r in d["protocols"].items():
+                mine = out[name]["protocols"].setdefault(proto, {**r, "models": {}, "info": {}})
+                mine["models"].update(r["models"])
+                mine["info"].update(r.get("info", {}))
+                mine.update(summarize(mine))
+    return out
+
+
 def run(split: str = "final", datasets: list[str] | None = None, protocols: list[str] | None = None,
         methods: list[str] | None = None, out: Path | None = None) -> dict[str, Any]:
     """Every data set and protocol of ``split``; with ``out``, the results so far are written after each set."""
@@ -215,13 +231,13 @@ def main(argv: list[str] | None = None) -> int:
                                                   "accuracy-dev.json for --split dev)")
     parser.add_argument("--render", type=Path, metavar="FILE", help="only write the markdown table of --out to FILE")
     parser.add_argument("--merge", type=Path, nargs="+", metavar="JSON",
-                        help="only combine the data sets of these results files (runs of disjoint --dataset) into --out")
+                        help="only combine these results files (runs of other data sets, protocols or methods) into --out")
     args = parser.parse_args(argv)
     out = args.out or (RESULTS if args.split == "final" else RESULTS.with_name("accuracy-dev.json"))
     if args.merge:
         docs = [json.loads(p.read_text()) for p in args.merge]
         runs = [d.get("run", {}) for d in docs]
-        merged = {"split": docs[0]["split"], "datasets": {k: v for d in docs for k, v in d["datasets"].items()},
+        merged = {"split": docs[0]["split"], "datasets": merge_datasets([d["datasets"] for d in docs]),
                   "run": {**runs[0], "command": " + ".join(str(r.get("command", "(partial)")) for r in runs),
                           "elapsed_s": max((r.get("elapsed_s", 0) for r in runs), default=0)}}
         out.write_text(json.dumps(merged, indent=2, default=str))

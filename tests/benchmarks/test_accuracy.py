@@ -238,3 +238,12 @@ def test_runs_of_disjoint_data_sets_merge_into_one_table(tmp_path):
     merged = json.loads((tmp_path / "all.json").read_text())
     assert list(merged["datasets"]) == ["a", "b"]
     assert merged["run"]["command"] == "accuracy.py --dataset a + (partial)" and merged["run"]["elapsed_s"] == 5
+
+
+def test_runs_of_other_methods_on_the_same_protocol_merge_and_rescore():
+    base = {"windows": 8, "models": {"freshet": {"wape": 0.5}, "mlforecast": {"wape": 0.6}}, "info": {"freshet": {}}}
+    stats = {"windows": 8, "models": {"auto_ets": {"wape": 0.4}}, "info": {"stats": {}}}
+    entry = lambda r: {"pizza": {"protocols": {"short": {**r, **A.summarize(r)}}}}  # noqa: E731
+    merged = A.merge_datasets([entry(base), entry(stats)])["pizza"]["protocols"]["short"]
+    assert set(merged["models"]) == {"freshet", "mlforecast", "auto_ets"} and set(merged["info"]) == {"freshet", "stats"}
+    assert merged["best_peer"] == "auto_ets" and merged["ratio"] == pytest.approx(1.25) and merged["met"] is False
