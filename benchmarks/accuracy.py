@@ -240,6 +240,7 @@ def main(argv: list[str] | None = None) -> int:
         merged = {"split": docs[0]["split"], "datasets": merge_datasets([d["datasets"] for d in docs]),
                   "run": {**runs[0], "command": " + ".join(str(r.get("command", "(partial)")) for r in runs),
                           "elapsed_s": max((r.get("elapsed_s", 0) for r in runs), default=0)}}
+        out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(merged, indent=2, default=str))
         print(render(merged) + "\n\n" + one_line(merged))
         return 0
