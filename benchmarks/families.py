@@ -1,8 +1,8 @@
 """Model families on development windows: WAPE of XGBoost, the statistical family, the ensemble and the chosen one.
 
-For each real data set of ``benchmarks/accuracy.py``, only the OLDER half of its rolling-origin
-windows (the development set, as ``benchmarks/intervals.py`` does; the newer half is never
-looked at here). Per window: ``train_model`` on the history up to the origin (default settings,
+For each real data set of ``benchmarks/accuracy.py``, only the short windows of its development
+split (``accuracy_data.plan(..., "dev")``: strictly before the final, reported windows, which are
+never looked at here). Per window: ``train_model`` on the history up to the origin (default settings,
 so the families compete on its own backtest), then ``forecast_frame`` of the window once per
 family (the same trained model, its meta's ``family`` switched), scored on the window's actuals.
 Bikeshare's measured weather is declared ``observed`` (a user does not have tomorrow's measured
@@ -24,36 +24,26 @@ import polars as pl
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import accuracy as A  # noqa: E402
+from accuracy_data import DATASETS, inputs, plan, upto  # noqa: E402
 
 from freshet import tables  # noqa: E402
-from freshet.data.contracts import Contract  # noqa: E402
 from freshet.modeling import families as FAM  # noqa: E402
 from freshet.modeling.forecast import forecast_frame  # noqa: E402
 from freshet.modeling.training import train_model  # noqa: E402
 from freshet.settings import Settings  # noqa: E402
 
-MEASURED_WEATHER = ("weathersit", "temp", "hum", "windspeed")
-
-
-def contract_of(name: str) -> Contract:
-    c = A.DATASETS[name.removesuffix("_4w")].contract()
-    if name == "bikeshare":  # measured weather is only known once it happened
-        return Contract(**{**c.__dict__, "exogenous": tuple(x for x in c.exogenous if x not in MEASURED_WEATHER),
-                           "observed": MEASURED_WEATHER})
-    return c
-
 
 def main(names: list[str]) -> int:
     rows = []
     for name in names:
-        ds = A.DATASETS[name.removesuffix("_4w")]
-        contract, frame = contract_of(name), ds.load()
-        wins = A.windows(frame, contract, ds.windows, ds.spacing)
-        dev = wins[: len(wins) // 2]
+        ds = DATASETS[name.removesuffix("_4w")]  # bikeshare's contract declares the measured weather observed
+        contract, frame = ds.contract(), ds.load()
+        p = plan(frame[contract.time_column].max(), contract, ds, "dev")  # the accuracy benchmark's dev windows
+        frame, dev = upto(frame, contract, p.end), p.short
         got: dict[str, list] = {}
         chosen, stats_s, train_s = [], [], []
         for w in dev:
-            history, future, actual = A.split(frame, contract, w)
+            history, future, actual = inputs(frame, contract, w)
             if name.endswith("_4w"):
                 history = history.filter(pl.col(contract.time_column) > w.origin - timedelta(weeks=4))
             start = time.perf_counter()
@@ -74,7 +64,7 @@ def main(names: list[str]) -> int:
                 j = actual.join(fc, on=[*contract.series_keys, contract.time_column], how="left")
                 got.setdefault(label, []).append((j[contract.target].to_numpy(), np.clip(j["forecast"].to_numpy(), 0, None)))
             A.say(f"{name} {w.origin}: chosen {result.meta['family']}, train {train_s[-1]:.1f} s (stats {stats_s[-1]:.1f} s)")
-        wape = {k: A.score(np.concatenate([a for a, _ in v]), np.concatenate([f for _, f in v]))["wape"] for k, v in got.items()}
+        wape = {k: A.wape(np.concatenate([a for a, _ in v]), np.concatenate([f for _, f in v])) for k, v in got.items()}
         rows.append([name, str(len(dev)), *(f"{wape[k]:.4f}" if k in wape else "n/a" for k in ("xgboost", "stats", "ensemble", "chosen")),
                      ", ".join(f"{k} {chosen.count(k)}" for k in sorted(set(chosen))),
                      f"{statistics.median(train_s):.1f}", f"{statistics.median(stats_s):.1f}"])
