@@ -4,11 +4,10 @@
     .venv/bin/python benchmarks/origins.py --variant stack2 --dataset taylor
     PYTHONPATH=/path/to/older/checkout/src .venv/bin/python benchmarks/origins.py --variant shipped  # an older library
 
-For each data set of ``benchmarks/accuracy.py`` freshet runs on its rolling-origin windows under
-each variant (a module setting of the library switched here, as ``benchmarks/intervals.py``
-does); the older half of the windows is the development set choices are made on, the newer half
-is printed for information only. Bikeshare's measured weather is declared ``observed`` here (a
-user does not know tomorrow's measured weather; the shipped contract declares it known).
+For each data set of ``benchmarks/accuracy.py`` freshet and seasonal naive run on the
+benchmark's development split (``accuracy.run(split="dev")``: windows strictly before the final,
+reported ones) under each variant (a module setting of the library switched here, as
+``benchmarks/intervals.py`` does). The benchmark's contracts declare measured weather observed.
 
 Variants: ``shipped`` (the library as it is), ``stack2`` / ``stack4`` / ``stackall`` (training rows
 repeated with 2, 4 or every origin), ``full_refit`` (the serving model refit on every row instead
@@ -25,23 +24,8 @@ import json
 import sys
 from pathlib import Path
 
-import numpy as np
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import accuracy as A  # noqa: E402
-
-from freshet.data.contracts import Contract  # noqa: E402
-
-WEATHER = ("weathersit", "temp", "hum", "windspeed")
-
-
-def honest(name: str, contract: Contract) -> Contract:
-    """The contract as a user would declare it: measured weather is observed, not known."""
-    if name != "bikeshare":
-        return contract
-    known = tuple(c for c in contract.exogenous if c not in WEATHER)
-    return Contract(**{**contract.__dict__, "exogenous": known, "observed": (*contract.observed, *WEATHER)})
-
 
 def apply(variant: str) -> None:
     """Switch the library's module settings to ``variant`` (``shipped``: leave them)."""
@@ -63,24 +47,6 @@ def apply(variant: str) -> None:
         raise SystemExit(f"unknown variant {variant!r}")
 
 
-def actual_sums(ds: A.DataSet, frame, contract: Contract) -> np.ndarray:
-    """Sum of |actual| of each window: the weights that pool per-window WAPEs into the WAPE of their rows."""
-    wins = A.windows(frame, contract, ds.windows, ds.spacing)
-    return np.array([float(A.split(frame, contract, w)[2][contract.target].abs().sum()) for w in wins])
-
-
-def halves(result: dict, weights: np.ndarray) -> dict:
-    """WAPE and p10-p90 coverage of the older (development) and newer (final) half of the windows."""
-    w, rows = np.array(result["window_wape"]), np.array(result["window_rows"])
-    cov = np.array(result["window_p10_p90_coverage"] or [np.nan] * len(w))
-    half = len(w) // 2
-    pool = lambda x, r: float((x * r).sum() / r.sum())  # noqa: E731
-    return {"dev_wape": pool(w[:half], weights[:half]), "final_wape": pool(w[half:], weights[half:]),
-            "dev_cover": pool(cov[:half], rows[:half]), "final_cover": pool(cov[half:], rows[half:]),
-            "seconds": result["seconds_median"], "window_wape": result["window_wape"],
-            "window_p10_p90_coverage": result["window_p10_p90_coverage"]}
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--variant", default="shipped")
@@ -88,19 +54,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path)
     args = parser.parse_args(argv)
     apply(args.variant)
-    out = {}
-    for name in args.dataset or list(A.DATASETS):
-        ds = A.DATASETS[name]
-        contract, frame = honest(name, ds.contract()), ds.load()
-        got = A.backtest(ds, frame, contract, ["freshet", "seasonal_naive"], ds.windows)["methods"]
-        weights = actual_sums(ds, frame, contract)
-        out[name] = {m: halves(r, weights) for m, r in got.items()}
-        f = out[name]["freshet"]
-        print(f"| {name} | {args.variant} | {f['dev_wape']:.4f} | {100 * f['dev_cover']:.1f}% | "
-              f"{f['final_wape']:.4f} | {100 * f['final_cover']:.1f}% | "
-              f"{out[name]['seasonal_naive']['dev_wape']:.4f} | {f['seconds']:.1f} |", flush=True)
+    got = A.run("dev", args.dataset, None, ["freshet", "seasonal_naive"])
+    print("| data set | protocol | variant | freshet dev WAPE | p10-p90 covers | seasonal naive |")
+    for name, d in got["datasets"].items():
+        for proto, r in d["protocols"].items():
+            f, sn = r["models"].get("freshet", {}), r["models"].get("seasonal_naive", {})
+            cover = f.get("coverage")
+            print(f"| {name} | {proto} | {args.variant} | {f.get('wape', float('nan')):.4f} | "
+                  f"{'' if cover is None else f'{100 * cover:.1f}%'} | {sn.get('wape', float('nan')):.4f} |", flush=True)
     if args.out:
-        args.out.write_text(json.dumps(out, indent=2))
+        args.out.write_text(json.dumps(got, indent=2, default=str))
     return 0
 
 
