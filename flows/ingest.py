@@ -7,8 +7,8 @@ emits ``data.landed``. Bad rows or files go to quarantine with a reason and a
 and rule. Re-ingesting a file changes nothing (content-hash idempotency).
 
 After the announcement (so the landing-to-forecast latency is unchanged), the run
-scores every published forecast the landed actuals can now judge
-(``modeling.live``), emits ``forecast.scored`` and, when the champion's live WAPE
+scores the published forecasts the landed actuals can now judge, over the trailing
+``FRESHET_SCORING_SPAN`` of data time (``modeling.live``), emits ``forecast.scored`` and, when the champion's live WAPE
 drifts past the contract's ``drift_tolerance``, ``model.degraded`` (the shipped
 automation ``freshet-train-on-model-degraded`` then starts ``train``). A forecast
 file that cannot be read fails the run; a retry scores the same state once.
@@ -88,7 +88,7 @@ def score(contract: Contract, settings: Settings) -> dict | None:
     log = get_run_logger()
     lake = Lake.from_settings(settings)
     models = registry.list_models(lake, contract.name)
-    scored = live.score_lake(lake, contract, models)
+    scored = live.score_lake(lake, contract, settings.scoring_span, models)
     if scored is None:
         log.info("score %s: no published forecast covers a landed period yet", contract.name)
         return None
@@ -117,7 +117,7 @@ def _publish_live_artifact(contract: Contract, scored: live.Scored, models: list
                   for m in models if m["decision"]["promote"]]
     first = scored.rows[t].min()
     png = live.chart_png(S.over_time(scored.rows, contract), t, backtest,
-                         [(at, v) for at, v in promotions if at >= first])
+                         [(at, v) for at, v in promotions if at >= first], f"{contract.name}: {live.span_text(s)}")
     worst = S.worst_series(scored.rows, contract)
     cols = [*contract.series_keys, "rows", "wape", "mae", "bias"]
     table = "\n".join("| " + " | ".join(f"{r[c]:.3f}" if isinstance(r[c], float) else str(r[c]) for c in cols) + " |"
@@ -131,8 +131,9 @@ def _publish_live_artifact(contract: Contract, scored: live.Scored, models: list
 
 **Drift:** {s['drift_text']}
 
-Scored {s['overall']['rows']} series x periods up to {s['watermark']} with the forecast in hand when each period
-began; {s['unforecast_rows']} landed rows no forecast covered (ignored). Scores: `{s['uri']}`.
+Scored {s['overall']['rows']} series x periods of {live.span_text(s)} with the forecast in hand when each
+period began; {s['unforecast_rows']} landed rows of the span no forecast covered (ignored). Older periods are not
+rescored (their earlier scores stay under `scores/`). Scores: `{s['uri']}`.
 
 | model | rows | live WAPE | backtest WAPE | bias | interval coverage |
 |---|---|---|---|---|---|

@@ -8,11 +8,14 @@ Prefect ``Secret`` block named by ``FRESHET_STORAGE_BLOCK``.
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
 from typing import Literal
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from freshet.data.contracts import parse_duration
 
 BUNDLED_CONTRACTS = Path(__file__).resolve().parent / "data" / "bundled_contracts"
 
@@ -119,6 +122,14 @@ class Settings(BaseSettings):
         "limit freshet-train-slots). A run waiting for its dataset or for a burst to settle holds none.",
     )
 
+    scoring_span: timedelta = Field(
+        timedelta(days=28),
+        description="Live accuracy: each ingest scores only this trailing span of data time (a duration: 28d, 12w, "
+        "720h), ending at the newest landed period, and opens only the forecasts that cover it; at least the "
+        "contract's drift_window plus its horizon, so the drift verdict sees its whole window. The chart and "
+        "`freshet scores` show the span.",
+    )
+
     # --- wiring ---------------------------------------------------------
     stale_after_seconds: float | None = Field(
         None,
@@ -169,6 +180,14 @@ class Settings(BaseSettings):
     @classmethod
     def _absolute(cls, v: Path) -> Path:
         return v.expanduser().resolve()
+
+    @field_validator("scoring_span", mode="before")
+    @classmethod
+    def _duration(cls, v: object) -> object:
+        span = parse_duration(v) if isinstance(v, str) else v
+        if isinstance(span, timedelta) and span <= timedelta(0):
+            raise ValueError(f"{v!r} is not a positive duration")
+        return span
 
     @field_validator("lake_url")
     @classmethod

@@ -28,9 +28,15 @@ def forecast_id(model_version: str, data_fingerprint: str, future_fingerprint: s
     return hashlib.sha256(f"{model_version}|{data_fingerprint}|{future_fingerprint}".encode()).hexdigest()[:16]
 
 
+def stamp(watermark: Any) -> str:
+    """A watermark (ISO text or datetime) as ``YYYYMMDDTHHMMSS``: the prefix of the names below, sorting by time."""
+    at = watermark if isinstance(watermark, datetime) else datetime.fromisoformat(str(watermark))
+    return at.strftime("%Y%m%dT%H%M%S")
+
+
 def stamped_name(watermark: str, fid: str) -> str:
-    """``<watermark as YYYYMMDDTHHMMSS>-<id>.parquet``: names sort by watermark."""
-    return f"{datetime.fromisoformat(str(watermark)).strftime('%Y%m%dT%H%M%S')}-{fid}.parquet"
+    """``<stamp of the watermark>-<id>.parquet``: names sort by watermark."""
+    return f"{stamp(watermark)}-{fid}.parquet"
 
 
 def forecast_path(lake: Lake, dataset: str, watermark: str, fid: str) -> str:

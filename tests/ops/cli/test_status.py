@@ -109,7 +109,7 @@ def test_scores_and_status_show_the_live_accuracy_of_the_published_forecast(
     assert "no scores for retail_sales yet" in capsys.readouterr().err
     _publish_seasonal_naive(lake_env, tiny_sales.filter(pl.col("date") <= cut))
     assert admit_file(lake_env.lake, contract, lake_env.land(tiny_sales.filter(pl.col("date") > cut), "w.csv")).ok
-    scored = live.score_lake(lake_env.lake, contract)
+    scored = live.score_lake(lake_env.lake, contract, get_settings().scoring_span)
     live.commit(lake_env.lake, scored)
     assert main(["scores", "--dataset", DATASET]) == 0
     printed = capsys.readouterr().out

@@ -177,8 +177,8 @@ def scores(
         raise CliError(f"no scores for {dataset} yet in {lake.url}: forecasts are scored when the actuals of the "
                        "periods they cover land (ingest)")
     summary, scored = found
-    print(f"{dataset}: {summary['overall']['rows']} series x periods scored up to {summary['watermark']} "
-          f"({summary['unforecast_rows']} landed rows no forecast covered, ignored)\n{summary['drift_text']}\n"
+    print(f"{dataset}: {summary['overall']['rows']} series x periods scored in {live.span_text(summary)} "
+          f"({summary['unforecast_rows']} landed rows of it no forecast covered, ignored)\n{summary['drift_text']}\n"
           f"{summary['uri']}")
     if out:
         write_frame(scored, out)
