@@ -56,7 +56,7 @@ def span_bounds(entries: list[dict], contract: Contract, span: timedelta) -> tup
     return end - max(span, contract.period * (contract.drift_window_periods + contract.horizon)), end
 
 
-def read_published(lake: Lake, dataset: str, after: str = "") -> pl.DataFrame | None:
+def read_published(lake: Lake, dataset: str, after: str) -> pl.DataFrame | None:
     """The rows, with their ``forecast_id``, of the published forecasts whose watermark stamp (``publish.stamp``,
     the start of the file name) is later than ``after`` (None before the first); the others are never opened."""
     pointers = [p for p in lake.list(lake.forecasts_dir(dataset), suffix=".json")
