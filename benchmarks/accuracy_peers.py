@@ -5,9 +5,10 @@ A method is ``fn(frame, contract, ds, windows, refit) -> (forecasts, info)``: fo
 that origin. ``refit=True`` fits at every origin (the short protocol); ``refit=False`` fits once at the first
 origin and only feeds the newer rows to that model at later origins (the long protocol).
 
-- ``freshet``: ``train_model`` then ``forecast_frame``, on the raw rows (no gap filled); a model that
-  ``train_model`` does not promote is not served: the user gets ``forecast_frame``'s ladder, and so does
-  the benchmark.
+- ``freshet``: ``train_model`` then ``forecast_frame``, on the raw rows (no gap filled), as the ``train``
+  flow runs them: each refit faces the current champion and is served only if ``train_model`` promotes it;
+  otherwise the champion keeps serving, and before any champion the user gets ``forecast_frame``'s ladder,
+  and so does the benchmark.
 - ``mlforecast``: XGBoost through mlforecast (recursive): lags 1-3 plus freshet's seasonal lags, rolling
   means, date features, the contract's known columns as dynamic features; rounds early-stopped on a
   validation span of max(4 horizons, 2 seasons) before the origin, then refitted on every row.
@@ -50,14 +51,17 @@ def freshet_method(frame: pl.DataFrame, contract: Contract, ds: Any, windows: li
     from freshet.modeling.training import train_model
     from freshet.settings import Settings
 
-    out, served, promoted = [], None, []
+    out, champion, promoted = [], None, []
     for w in windows:
         history, future, _ = _inputs(frame, contract, w)
-        if refit or served is None:
-            result = train_model(history, contract, None, Settings())
+        if refit or not promoted:
+            # as the train flow does: the new model faces the champion, which keeps serving if it is not beaten
+            result = train_model(history, contract, champion, Settings())
             promoted.append(bool(result.promote))
-            served = (result.booster, result.meta) if result.promote else (None, None)
-        fc, _skipped = forecast_frame(history, contract, served[0], served[1], future=future)
+            if result.promote:
+                champion = (result.booster, result.meta)
+        booster, meta = champion or (None, None)
+        fc, _skipped = forecast_frame(history, contract, booster, meta, future=future)
         bands = [c for c in BANDS if c in fc.columns]
         out.append(fc.select(*contract.series_keys, contract.time_column, FORECAST, *bands)
                    .with_columns(pl.lit(w.origin).alias("origin")))
