@@ -17,7 +17,9 @@ def test_cli_prints_the_table_and_writes_the_report(tmp_path: Path, capsys: pyte
     assert main(["policies", "--datasets", "1", "--days", "4", "--seed", "2", "--threshold-hours", "12",
                  "--out", str(tmp_path)]) == 0
     out = capsys.readouterr().out
-    assert "[4/7] event-driven:" in out and "| event-driven" in out and "| on landing" in out
+    # progress names each policy as it runs, and the table has a row for each (on drift included)
+    assert "[4/8] event-driven:" in out and "[7/8] on drift:" in out
+    assert "| event-driven" in out and "| on drift" in out and "| on landing" in out
     report = json.loads((tmp_path / "report.json").read_text())
     assert report["config"]["threshold_hours"] == 12 and list(report["trace"]["datasets"]) == ["shop_a"]
     assert (tmp_path / "chart.png").stat().st_size > 10_000
