@@ -221,7 +221,7 @@ def test_a_custom_train_run_filled_in_the_form_completes_and_its_artifacts_rende
     run_id = created["id"]
     ui.open(f"/v2/runs/flow-run/{run_id}")
     assert created["name"] == name
-    assert created["parameters"] == {"dataset": DATASET, "uris": None, "event_id": None, "force": True}
+    assert created["parameters"] == {"dataset": DATASET, "uris": None, "event_id": None, "force": True, "reason": None}
     run = finished_run(e2e, run_id)
     assert run["state_type"] == "COMPLETED", f"{run['state']}\n{e2e.logs()}"
     # the page follows the run to its end without a reload
