@@ -254,6 +254,8 @@ def _demo_forecast(lake, champ, progress: Steps, timeout: float = 120.0) -> None
     import polars as pl
 
     shown = [c for c in frame.columns if c not in ("issued_at", "data_watermark", "model_version", "stale_periods")]
-    ladder = frame.filter(pl.col("method") != "model").head(2)
+    # a few model rows and the first rows the ladder made (each row once: the head may hold ladder rows too)
+    sample = pl.concat([frame.filter(pl.col("method") == "model").head(4),
+                        frame.filter(pl.col("method") != "model").head(2)])
     with pl.Config(tbl_cols=-1, tbl_width_chars=200, fmt_str_lengths=80, tbl_hide_dataframe_shape=True):
-        print(pl.concat([frame.head(4), ladder]).select(shown))
+        print(sample.select(shown))
