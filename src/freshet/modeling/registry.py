@@ -10,12 +10,16 @@ from __future__ import annotations
 
 import hashlib
 import os
+import platform
 import tempfile
 from datetime import datetime, timezone
+from importlib.metadata import version as installed
 from typing import Any
 
+import polars as pl
 import xgboost as xgb
 
+import freshet
 from freshet.data.lake import Lake
 
 
@@ -98,13 +102,6 @@ def model_record(trained: dict[str, Any], *, dataset: str, version: str, fingerp
 
     ``new_files`` are the manifest entries the champion had not seen: the landings this model answers.
     """
-    import platform
-    from importlib.metadata import version as installed
-
-    import polars as pl
-
-    import freshet
-
     seen = {c["content_hash"] for c in (champion_meta or {}).get("lineage", [])}
     return {
         "version": version,
