@@ -14,6 +14,7 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 from datetime import date, timedelta
 from pathlib import Path
 
@@ -302,6 +303,12 @@ def test_server_down_while_ingest_announces_then_the_watchdog_retrains(e2e: E2E,
     env = {**e2e.env, "PREFECT_API_AUTH_STRING": AUTH, "PREFECT_CLIENT_MAX_RETRIES": "12"}
     driver = subprocess.Popen([sys.executable, str(REPO / "tests/drivers/ingest_with_barrier.py"), str(barrier), ds, uri],
                               env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    # a slot some run holds when the server stops (a dataset's lock, a forecast deployment's slot):
+    # its lease must outlive the restart and expire, or the slot stays taken for ever
+    held = f"freshet-test-held-across-restart-{uuid.uuid4().hex[:6]}"
+    e2e_client.upsert_global_concurrency_limit_by_name(held, 1)
+    e2e_client.increment_concurrency_slots_with_lease(names=[held], slots=1, mode="concurrency", lease_duration=60)
+    assert e2e_client.read_global_concurrency_limit_by_name(held).active_slots == 1
     try:
         poll("ingest to reach its announcement", lambda: (barrier / "ready").exists() or driver.poll() is not None, 180)
         assert driver.poll() is None, driver.stdout.read()
@@ -337,3 +344,6 @@ def test_server_down_while_ingest_announces_then_the_watchdog_retrains(e2e: E2E,
         return any(uri in {i["uri"] for i in m["lineage"]} for m in registry.list_models(lake, ds))
 
     poll("a model trained on the unannounced file", trained_on_it, 300)
+    poll(f"the slot of {held}, leased for 60 s before the restart, to be free again",
+         lambda: e2e_client.read_global_concurrency_limit_by_name(held).active_slots == 0, 120)
+    e2e_client.delete_global_concurrency_limit_by_name(held)

@@ -36,8 +36,13 @@ POOL = "freshet"
 WORKER_ENV = {"PREFECT_WORKER_QUERY_SECONDS": "1", "PREFECT_WORKER_PREFETCH_SECONDS": "5", "OMP_WAIT_POLICY": "PASSIVE"}
 WORKER_LIMIT = 4
 # A run held back by a deployment concurrency limit (ENQUEUE) is retried after this many
-# seconds (Prefect's default is 30).
-SERVER_ENV = {"PREFECT_SERVER_API_HOST": "127.0.0.1", "PREFECT_SERVER_DEPLOYMENTS_CONCURRENCY_SLOT_WAIT_SECONDS": "2"}
+# seconds (Prefect's default is 30). Slot leases are kept on disk (under PREFECT_HOME), not in
+# the server's memory (Prefect's default): a lease held when the server stops (a restart, a
+# crash, `freshet down` during a run) is otherwise forgotten while its slot stays taken in the
+# database, and the dataset's lock or the forecast deployment's limit stays full for ever
+# (measured: a 60 s lease held across a restart still held its slot 100 s later; on disk, freed).
+SERVER_ENV = {"PREFECT_SERVER_API_HOST": "127.0.0.1", "PREFECT_SERVER_DEPLOYMENTS_CONCURRENCY_SLOT_WAIT_SECONDS": "2",
+              "PREFECT_SERVER_CONCURRENCY_LEASE_STORAGE": "prefect.server.concurrency.lease_storage.filesystem"}
 
 
 class StackError(RuntimeError):
