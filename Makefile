@@ -17,11 +17,15 @@ $(STAMP): pyproject.toml | $(BIN)/python
 demo: $(STAMP)            ## start the local stack and run the whole chain once
 	$(BIN)/freshet demo
 
+# Two pytest workers: one runs the end-to-end tests (which mostly wait), the other the rest
+# beside them (tests/conftest.py; README, "Tests").
+TEST_WORKERS ?= 2
+
 test: $(STAMP)            ## the whole test suite, end-to-end included
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadgroup
 
 test-fast: $(STAMP)       ## everything but the slow and end-to-end tests
-	$(BIN)/python -m pytest -m "not slow and not e2e"
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) -m "not slow and not e2e"
 
 up: $(STAMP)
 	$(BIN)/freshet up

@@ -54,14 +54,25 @@ from tests.e2e.stack import poll as wait_for  # noqa: E402
 
 # --------------------------------------------------------------------- order
 @pytest.hookimpl(trylast=True)  # after pytest has grouped the items by the e2e stack's topology
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """The end-to-end tests run last, in the order pytest grouped them.
+    """The end-to-end tests run last, in the order pytest grouped them, each topology's in one group.
 
     A session-scoped stack is stopped only when the session ends: run in the middle, the
     last topology's stack (PostgreSQL, Redis, two API servers, services, two workers)
     would keep polling beside every later test, on the same two cores.
+
+    Under pytest-xdist (``make test`` runs ``-n 2 --dist loadgroup``) the e2e tests form one
+    group: one worker runs them all, in this order, from the start of the session, while the
+    other worker runs everything else. They mostly wait (trigger windows, leases, polls), so
+    the rest of the suite fits beside them. Both topologies in one worker, not one each: run
+    side by side, the two stacks' trainings on two cores timed out four scale and UI tests
+    (measured under load, 2026-12-03).
     """
     items.sort(key=lambda item: "e2e" in getattr(item, "fixturenames", ()))
+    for item in items:
+        if "e2e" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.xdist_group("e2e"))
 
 
 # --------------------------------------------------------------------- isolation

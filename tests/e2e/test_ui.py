@@ -270,6 +270,10 @@ def test_the_forecast_run_renders_its_table_and_its_chart(ui: UI, e2e: E2E, chai
                    RUN_TIMEOUT, every=1.0)
     version = pointer["model_version"]
     assert version in {m["version"] for m in registry.list_models(lake, DATASET)}
+    # the file is published before the run draws its chart and creates its artifacts: open the run
+    # once it has finished, as a person opening it from the runs list would see it
+    run = finished_run(e2e, pointer["flow_run_id"])
+    assert run["state_type"] == "COMPLETED", run["state"]
     run_page = f"/v2/runs/flow-run/{pointer['flow_run_id']}"
     key = f"freshet-{DATASET.replace('_', '-')}-forecast"
 
