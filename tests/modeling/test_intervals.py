@@ -62,3 +62,16 @@ def test_extra_out_of_sample_rows_join_every_table_but_are_never_scored() -> Non
     assert narrow["rows"] == alone["rows"] == 200  # the extra rows are pooled, not scored
     assert narrow["coverage"]["p10-p90"]["empirical"] < alone["coverage"]["p10-p90"]["empirical"]
     assert table["rows"] == 200
+
+
+@pytest.mark.parametrize("n", [16, 96])
+def test_a_small_table_covers_the_nominal_share_of_new_residuals(n: int) -> None:
+    # 4 backtest windows of 4 weeks are 16 residuals: the range from them must still cover 80% of new ones
+    rng = np.random.default_rng(3)
+    inside = []
+    for _ in range(800):
+        table = I.residual_table(100 + 100 * rng.normal(0, 1, n), np.full(n, 100.0), np.full(n, 100.0))
+        band = I.bands(np.array([100.0]), np.array([100.0]), I.offsets(table, QUANTILES, 1), clip=False)[0]
+        new = 100 + 100 * rng.normal(0, 1, 50)
+        inside.append(((new >= band[0]) & (new <= band[2])).mean())
+    assert 0.78 < np.mean(inside) < 0.82
