@@ -13,6 +13,7 @@ import pytest
 from freshet.data.contracts import Contract
 from freshet.modeling import families as FAM
 from freshet.modeling import forecast as FC
+from freshet.modeling import intervals as I
 from freshet.modeling.report import families_text
 from freshet.modeling import training as T
 from freshet.settings import Settings
@@ -119,6 +120,17 @@ def test_a_statistical_champion_is_served_every_series_every_period_and_short_se
     stats = next(c for c in again.meta["families"]["candidates"] if c["family"] == "stats")
     assert again.scores["champion"]["rows"] == again.scores["model"]["rows"] == 96
     assert again.scores["champion"]["wape"] == pytest.approx(stats["wape"]) and again.champion_note is None
+
+
+def test_a_statistical_champions_range_pools_its_own_forecasts_of_the_validation_span() -> None:
+    # four backtest days alone are 96 correlated residuals: the validation span's 96 hours join, each forecast by
+    # MSTL refit at its day's origin (not by the weak booster, whose errors are tens of percent)
+    result = T.train_model(wave(), WAVE, None, WEAK_XGB)
+    assert result.meta["family"] == "stats"
+    table = result.meta["intervals"]["table"]
+    assert table["rows"] == 96 + 96
+    p10, p90 = np.interp([0.1, 0.9], I.GRID, table["pooled"])
+    assert -0.1 < p10 < 0 < p90 < 0.1  # noise of 3 on a load near 100: a few percent either way
 
 
 @pytest.mark.parametrize(("model", "promote", "named"), [

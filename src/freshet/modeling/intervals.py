@@ -13,6 +13,12 @@ origin, so its error grows with the step, but tables per step bucket (a quarter 
 each) measured no better on the development windows of ``benchmarks/origins.py`` (BENCHMARKS.md,
 issue 21). The backtest reports coverage and pinball loss cross-fitted (each window's range from the other
 windows' residuals), so the calibration figures are not in-sample.
+
+A table's percentiles sit at rank ``(n + 1) q`` of its ``n`` residuals (``PLOTTING``, numpy's "weibull"),
+not numpy's default ``1 + (n - 1) q``: for exchangeable residuals the p10-p90 range then covers 80% of new ones on
+average at any ``n``, where the default covers ``0.8 (n - 1) / (n + 1)`` (71% from a statistical family's 16
+backtest residuals of a weekly series). Chosen on the accuracy benchmark's development windows
+(BENCHMARKS.md, "Interval calibration").
 """
 
 from __future__ import annotations
@@ -29,10 +35,7 @@ SCALE_SEASONS = 2        # a series' scale: mean |target| over this many seasons
 SCALE = "__scale"
 SCALE_MODE = "point"     # a row's scale: "point" (|forecast|, at least POINT_FLOOR levels) or "level" (the series' level)
 POINT_FLOOR = 0.1
-# The q-quantile of n residuals sits at rank (n + 1) q (interpolated, clipped to the extremes): a new
-# exchangeable residual then falls below it with probability q, so the p10-p90 range covers 80% on average
-# even for 16 residuals (numpy's default rank 1 + (n - 1) q covers 0.8 (n - 1) / (n + 1): 71% for n = 16).
-PLOTTING = "weibull"
+PLOTTING = "weibull"     # a table's q-percentile: rank (n + 1) q of n residuals (see the module's docstring)
 
 
 def row_scale(point: np.ndarray, level: np.ndarray) -> np.ndarray:

@@ -248,11 +248,11 @@ def backtest(prep: Prepared, chosen: Candidate, champion: tuple[xgb.Booster, dic
                                                dtype=pl.Float64))
     scale = _validation_scale(prep)
 
-    def bands(values: np.ndarray, validation: bool) -> tuple[dict, dict[int, dict], dict | None]:
-        return calibrate(prep, chosen, scored.with_columns(pl.Series("model", values, dtype=pl.Float64)), scale, validation)
+    def bands(values: np.ndarray, family: tuple[str, str | None] | None) -> tuple[dict, dict[int, dict], dict | None]:
+        return calibrate(prep, chosen, scored.with_columns(pl.Series("model", values, dtype=pl.Float64)), scale, family)
 
     fam, name, values, table = FAM.choose(scored, c, stats_values, stats_seconds, chosen.fit.seconds,
-                                          lambda v: bands(v, False)[0].get("coverage"))
+                                          lambda v: bands(v, None)[0].get("coverage"))
     scored = scored.with_columns(pl.Series("model", values, dtype=pl.Float64))
     families = {"chosen": {"family": fam, "model": name}, "candidates": table, "unavailable": unavailable,
                 "recipe": FAM.recipe(fam, name, c)}
@@ -279,7 +279,7 @@ def backtest(prep: Prepared, chosen: Candidate, champion: tuple[xgb.Booster, dic
             out["model_on_champion_rows"] = M.metrics(fresh[c.target].to_numpy(), fresh["model"].to_numpy())
         return out
 
-    pooled_band, band_by_window, table = bands(values, fam == FAM.XGBOOST)
+    pooled_band, band_by_window, table = bands(values, (fam, name))
     windows = []
     for (w,), part in sorted(scored.group_by("window"), key=lambda kv: -kv[0][0]):
         windows.append({"window": int(w), "start": str(part[c.time_column].min()), "end": str(part[c.time_column].max()),
@@ -298,30 +298,40 @@ def _validation_scale(prep: Prepared) -> pl.DataFrame | None:
 
 
 def calibrate(prep: Prepared, chosen: Candidate, scored: pl.DataFrame, scale: pl.DataFrame | None,
-              validation: bool = True) -> tuple[dict, dict[int, dict], dict | None]:
+              family: tuple[str, str | None] | None = (FAM.XGBOOST, None)) -> tuple[dict, dict[int, dict], dict | None]:
     """Prediction intervals from the evaluated model's residuals, scaled per series by its level before the backtest.
 
-    The residuals are the backtest's rows and, for the XGBoost family (``validation``), the validation span's
-    (the evaluated model never trained on either; validation only stopped its rounds): four backtest windows
-    alone are a few days of correlated errors. Returns the cross-fitted scores (pooled, per window) and the serving table
-    (see ``freshet.modeling.intervals``).
+    The residuals are the backtest's rows and, with ``family`` (the chosen family and statistical model), the
+    validation span's, forecast as that family would (``_validation_forecasts``): four backtest windows alone are
+    a few days of correlated errors. ``family`` None: the backtest alone (the families' comparison). Returns the
+    cross-fitted scores (pooled, per window) and the serving table (see ``freshet.modeling.intervals``).
     """
     c = prep.contract
     if scale is None or scored.height == 0:
         return I.score(np.zeros(0), np.zeros((0, 0)), c.quantiles), {}, None
     keys = list(c.series_keys)
     got = scored.join(scale, on=keys, how="left", maintain_order="left")
-    if not validation:
-        return I.cross_fitted(got[c.target].cast(pl.Float64).to_numpy(), got["model"].to_numpy(),
-                              got[I.SCALE].to_numpy(), got["window"].to_numpy(), c.quantiles, prep.clip_at_zero)
-    valid = _transformed(prep.valid, c, chosen.spec)
-    valid = valid.with_columns(pl.Series("__pred", predict_target(chosen.fit.booster, valid, c, chosen.spec,
-                                                                   clip=prep.clip_at_zero), dtype=pl.Float64))
-    valid = valid.join(scale, on=keys, how="left", maintain_order="left")
-    extra = (valid[c.target].cast(pl.Float64).to_numpy(), valid["__pred"].to_numpy(), valid[I.SCALE].to_numpy())
+    extra = None
+    if family is not None:
+        valid = _transformed(prep.valid, c, chosen.spec)
+        valid = valid.with_columns(pl.Series("__pred", _validation_forecasts(prep, chosen, valid, *family),
+                                             dtype=pl.Float64)).join(scale, on=keys, how="left", maintain_order="left")
+        extra = (valid[c.target].cast(pl.Float64).to_numpy(), valid["__pred"].to_numpy(), valid[I.SCALE].to_numpy())
     return I.cross_fitted(got[c.target].cast(pl.Float64).to_numpy(), got["model"].to_numpy(),
-                          got[I.SCALE].to_numpy(), got["window"].to_numpy(),
-                          c.quantiles, prep.clip_at_zero, extra=extra)
+                          got[I.SCALE].to_numpy(), got["window"].to_numpy(), c.quantiles, prep.clip_at_zero, extra=extra)
+
+
+def _validation_forecasts(prep: Prepared, chosen: Candidate, valid: pl.DataFrame, family: str,
+                          name: str | None) -> np.ndarray:
+    """The validation rows forecast by ``family``: the evaluated booster (which never trained on them; they only
+    stopped its rounds), the statistical model refit at each horizon-long window's origin, or their mean."""
+    c = prep.contract
+    booster = predict_target(chosen.fit.booster, valid, c, chosen.spec, clip=prep.clip_at_zero)
+    if family == FAM.XGBOOST:
+        return booster
+    rows = valid.select(*c.series_keys, c.time_column).with_columns(_window_index(c, prep.stats["max"]).alias("window"))
+    stats = FAM.stats_values(prep.history, c, rows, prep.stats["max"], name, prep.clip_at_zero)
+    return stats if family == FAM.STATS else (booster + stats) / 2
 
 
 def _watermark(meta: dict[str, Any], contract: Contract):
