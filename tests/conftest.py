@@ -193,6 +193,20 @@ def s3_lake(moto_server: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[LakeH
     S3FileSystem.clear_instance_cache()
 
 
+@pytest.fixture
+def lake_backoffs(monkeypatch: pytest.MonkeyPatch) -> list[float]:
+    """The lake's retry backoffs (``Lake.call``'s waits), recorded and still waited: ``[]`` means no retry.
+
+    How a test proves an error was not retried, without asserting on elapsed time.
+    """
+    import freshet.data.lake as lake_module
+
+    backoffs: list[float] = []
+    real = lake_module.backoff
+    monkeypatch.setattr(lake_module, "backoff", lambda s: (backoffs.append(s), real(s))[1])
+    return backoffs
+
+
 @pytest.fixture(params=["local", pytest.param("s3", marks=pytest.mark.s3)])
 def any_lake(request: pytest.FixtureRequest) -> LakeHandle:
     """The same test on a local lake and on an S3 lake."""

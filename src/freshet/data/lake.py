@@ -52,6 +52,11 @@ def _scrub(text: str, secrets: list[str]) -> str:
     return text
 
 
+
+def backoff(seconds: float) -> None:
+    """The wait between two attempts of ``Lake.call`` (a function of its own, so a test can count retries)."""
+    time.sleep(seconds)
+
 class Lake:
     """Paths, atomic writes and retried I/O on the lake's filesystem."""
 
@@ -164,7 +169,7 @@ class Lake:
                     raise StorageError(
                         _scrub(f"{what} failed after {attempt + 1} attempt(s): {type(exc).__name__}: {exc}", self._secrets)
                     ) from None
-                time.sleep(delay)
+                backoff(delay)
                 delay *= 2
         raise AssertionError("unreachable")
 
