@@ -94,6 +94,11 @@ def run_protocol(frame: pl.DataFrame, contract, ds, windows: list, refit: bool, 
         out["info"][name] = {**info, "seconds": seconds, "cpu_s": cpu}
         say(f"  {name}: " + ", ".join(f"{(name if m == FORECAST else m)} {out['models'][name if m == FORECAST else m]['wape']:.4f}"
                                       for m in models) + f" ({seconds:.0f} s)")
+        for f in info.get("per_fit", []):
+            say(f"    fit at {f['origin']}: {f['family']}{' (' + f['model'] + ')' if f['model'] else ''} "
+                f"backtest {f['wape']:.4f}" + (f", champion ({f['champion_family']}) {f['champion_wape']:.4f} vs "
+                                               f"{f['on_champion_rows']:.4f}" if f["champion_wape"] is not None else "")
+                + (" -> promoted" if f["promoted"] else " -> kept"))
     return out
 
 

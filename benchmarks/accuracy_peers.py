@@ -51,13 +51,13 @@ def freshet_method(frame: pl.DataFrame, contract: Contract, ds: Any, windows: li
     from freshet.modeling.training import train_model
     from freshet.settings import Settings
 
-    out, champion, promoted = [], None, []
+    out, champion, fits = [], None, []
     for w in windows:
         history, future, _ = _inputs(frame, contract, w)
-        if refit or not promoted:
+        if refit or not fits:
             # as the train flow does: the new model faces the champion, which keeps serving if it is not beaten
             result = train_model(history, contract, champion, Settings())
-            promoted.append(bool(result.promote))
+            fits.append(fit_record(w.origin, result.meta, champion))
             if result.promote:
                 champion = (result.booster, result.meta)
         booster, meta = champion or (None, None)
@@ -65,7 +65,19 @@ def freshet_method(frame: pl.DataFrame, contract: Contract, ds: Any, windows: li
         bands = [c for c in BANDS if c in fc.columns]
         out.append(fc.select(*contract.series_keys, contract.time_column, FORECAST, *bands)
                    .with_columns(pl.lit(w.origin).alias("origin")))
-    return pl.concat(out), {"fits": len(promoted), "promoted": sum(promoted)}
+    promoted = [f for f in fits if f["promoted"]]
+    return pl.concat(out), {"fits": len(fits), "promoted": len(promoted),
+                            "families": [f["family"] for f in promoted], "per_fit": fits}
+
+
+def fit_record(origin: Any, meta: dict[str, Any], champion: tuple | None) -> dict[str, Any]:
+    """One training of the freshet method: the family it chose, its backtest WAPE, the champion's and the decision."""
+    got = meta["metrics"]
+    return {"origin": str(origin), "family": meta["family"], "model": meta["families"]["chosen"]["model"],
+            "wape": got["model"]["wape"], "champion_family": champion[1]["family"] if champion else None,
+            "champion_wape": (got.get("champion") or {}).get("wape"),
+            "on_champion_rows": (got.get("model_on_champion_rows") or {}).get("wape"),
+            "promoted": meta["decision"]["promote"], "reason": meta["decision"]["reason"]}
 
 
 # ====================================================================== Nixtla's frames

@@ -176,6 +176,40 @@ def test_fit_once_forecasts_do_not_move_when_later_targets_do(tmp_path):
     assert not base.filter(~early).sort("origin", "t").equals(after.filter(~early).sort("origin", "t"))
 
 
+# ---------------------------------------------------------------------- freshet's refits face the champion
+@pytest.mark.parametrize(("min_improvement", "served"), [(0.99, "first"), (-0.5, "second")])
+def test_the_freshet_method_serves_what_the_gate_decides(tmp_path, monkeypatch, min_improvement, served):
+    """As the train flow: the second refit faces the first model; kept (it is not 99% better), the first model
+    forecasts from the second origin; promoted (a fresher model up to 50% worse wins), the second does."""
+    from accuracy_peers import freshet_method
+    from freshet.modeling.forecast import forecast_frame
+    from freshet.modeling.training import train_model
+    from freshet.settings import Settings
+
+    monkeypatch.setenv("FRESHET_STATS_MODELS", "")  # XGBoost alone: one fit per training
+    monkeypatch.setenv("FRESHET_MIN_IMPROVEMENT", str(min_improvement))
+    contract, ds = _contract(tmp_path, season=7), _ds()
+    rng = np.random.default_rng(0)
+    day = np.arange(150)  # a weekly wave under noise: the model beats seasonal naive (which doubles the noise)
+    frame = _toy(days=150, series=1).with_columns(
+        pl.Series("y", 20 + 4 * np.sin(2 * np.pi * day / 7) + rng.normal(0, 3.0, 150)))
+    windows = D.plan(frame["t"].max(), contract, ds, "final").short[:2]
+    fc, info = freshet_method(frame, contract, ds, windows, refit=True)
+
+    first, second = info["per_fit"]
+    assert first["promoted"] and first["champion_wape"] is None
+    assert second["champion_family"] == "xgboost" and second["champion_wape"] is not None
+    assert second["promoted"] == (served == "second")
+    history, future, _ = D.inputs(frame, contract, windows[1])
+    one = train_model(D.inputs(frame, contract, windows[0])[0], contract, None, Settings())
+    two = train_model(history, contract, (one.booster, one.meta), Settings())
+    by = {name: forecast_frame(history, contract, r.booster, r.meta, future=future)[0].select("s", "t", "forecast")
+          for name, r in (("first", one), ("second", two))}
+    assert not by["first"]["forecast"].equals(by["second"]["forecast"])  # the choice shows in the forecast
+    got = fc.filter(pl.col("origin") == windows[1].origin).select("s", "t", "forecast")
+    assert_frame_equal(got.sort("s", "t"), by[served].sort("s", "t"))
+
+
 # ---------------------------------------------------------------------- the real data sets
 def _need(module: str):
     if importlib.util.find_spec(module) is None:
