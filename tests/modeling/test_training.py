@@ -297,6 +297,20 @@ def test_decide_fails_closed_when_a_champion_exists_but_was_not_scored(note, mod
         assert reason.startswith(f"not promoted: {note}") and "registry.promote" in reason
 
 
+@pytest.mark.parametrize(("model", "on_champion_rows", "champion", "promote"), [
+    (0.7, 0.7, 0.75, True),    # beats the baseline and the champion
+    (0.7, 0.7, 0.65, False),   # beats the baseline, not the champion: the champion keeps serving
+    (0.85, 0.85, 0.9, True),   # misses the baseline but beats the champion that would keep serving
+    (0.85, 0.85, 0.8, False),  # misses both
+])
+def test_a_refit_that_beats_the_serving_champion_replaces_it(model, on_champion_rows, champion, promote) -> None:
+    scores = {"model": {"wape": model}, "model_on_champion_rows": {"wape": on_champion_rows},
+              "champion": {"wape": champion, "rows": 96}, "baseline": {"wape": 0.8}}
+    ok, reason = T.decide(scores, 0.0)
+    assert ok is promote
+    assert ("does not beat the seasonal-naive baseline 0.8000" in reason) is (model > 0.8)
+
+
 def test_reported_metrics_are_the_evaluated_models_not_the_refits() -> None:
     df = generate_retail_sales(stores=2, items=2, days=150)
     result = T.train_model(df, RETAIL, None, FAST)
