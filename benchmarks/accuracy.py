@@ -167,8 +167,8 @@ LEGEND = (
     "the span's start, then fed the newer rows). freshet gets the raw rows (no gap filled), the known columns' "
     "future values and nothing of an observed column after the origin, and serves what its gate decides, as the "
     "train flow does: a refit that does not beat the champion leaves the champion serving (one that beats it replaces "
-    "it, baseline beaten or not; before any champion: the seasonal-naive ladder). mlforecast (XGBoost, early-stopped) and statsforecast get a "
-    "complete grid, a missing period's target interpolated (their docs require regular series); mlforecast gets "
+    "it, baseline beaten or not; before any champion: the seasonal-naive ladder). mlforecast (XGBoost, "
+    "early-stopped) and statsforecast get a complete grid, a missing period's target interpolated (their docs require regular series); mlforecast gets "
     "the known columns, statsforecast none (AutoARIMA on a 52-week season: Fourier terms K=6; hourly histories "
     "capped to the newest 8 weeks). ratio: freshet / best peer, met when <= 1.02.")
 
