@@ -73,6 +73,11 @@ class Settings(BaseSettings):
     xgb_learning_rate: float = Field(0.08, gt=0, description="XGBoost eta.")
     xgb_max_depth: int = Field(8, ge=1, description="XGBoost max_depth.")
     xgb_nthread: int = Field(0, ge=0, description="XGBoost threads; 0 uses every core.")
+    xgb_max_train_rows: int = Field(
+        500_000, ge=0, description="The evaluated fit trains on a seeded uniform sample of this many rows of the span "
+        "before validation when it has more (fit time grows with rows; 0: every row). Validation, backtest and the "
+        "serving model's continuation use every row.",
+    )
     stats_models: str = Field(
         "mstl", description="The statistical family's candidates (needs `pip install freshet[stats]`), comma-separated: "
         "mstl (statsforecast MSTL on the contract's seasons: day and week for sub-daily data), ets (AutoETS on the "

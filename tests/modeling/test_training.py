@@ -80,6 +80,26 @@ def test_the_serving_model_continues_the_evaluated_one_on_the_rows_it_never_trai
     assert {"refit_seconds", "fit_eval_seconds", "fit_chosen_seconds"} <= set(result.timings)
 
 
+def test_capped_is_a_seeded_sample_spread_over_the_whole_span() -> None:
+    frame = pl.DataFrame({"day": list(range(1000)), "y": [float(k % 7) for k in range(1000)]})
+    got = T.capped(frame, 300)
+    assert got.height == 300 and got["day"].n_unique() == 300
+    assert got.equals(T.capped(frame, 300))                      # idempotent: the same rows every run
+    assert (got["day"] // 100).n_unique() == 10                  # every tenth of the span is represented
+    assert T.capped(frame, 0).equals(frame) and T.capped(frame, 1000).equals(frame)
+
+
+def test_the_evaluated_fit_trains_on_at_most_the_cap_and_the_rest_still_count() -> None:
+    df = generate_retail_sales(stores=2, items=2, days=150)
+    whole = T.train_model(df, RETAIL, None, FAST)
+    cap = whole.meta["rows"]["train"] // 2
+    result = T.train_model(df, RETAIL, None, FAST.model_copy(update={"xgb_max_train_rows": cap}))
+    assert result.meta["evaluation"]["train_rows"] == cap < whole.meta["evaluation"]["train_rows"]
+    assert result.meta["rows"]["train"] == whole.meta["rows"]["train"]          # the cap only thins the fit's rows
+    assert result.meta["rows"]["holdout"] == whole.meta["rows"]["holdout"]      # the backtest scores every row
+    assert result.meta["rows"]["refit"] == whole.meta["rows"]["refit"] > 0      # the serving model sees the newest
+
+
 @pytest.mark.parametrize(("best", "train", "everything", "cap", "want"),
                          [(100, 1000, 1200, 800, 120), (100, 1000, 5000, 800, 150), (600, 100, 150, 800, 800),
                           (1, 10, 10, 5, 1)])
