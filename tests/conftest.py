@@ -54,25 +54,42 @@ from tests.e2e.stack import poll as wait_for  # noqa: E402
 
 # --------------------------------------------------------------------- order
 @pytest.hookimpl(trylast=True)  # after pytest has grouped the items by the e2e stack's topology
-@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups
+@pytest.hookimpl(optionalhook=True)  # a pytest-xdist hook: absent without xdist
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """``--dist loadgroup`` here: every test under ``tests/e2e/`` in one group, the rest one test a unit.
+
+    One worker then starts each stack once and runs the e2e tests in their order, from the start
+    (the largest group is handed out first), while the other runs everything else. Our own
+    scheduler, not xdist's ``xdist_group`` mark: xdist groups by appending ``@group`` to a test's
+    ``_nodeid``, which pytest 9.2 no longer reads (its ``nodeid`` comes from ``_id``), so the
+    mark was silently ignored and both workers started their own stacks.
+    """
+    if config.getvalue("dist") != "loadgroup":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    class E2EOnOneWorker(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return "e2e" if nodeid.startswith("tests/e2e/") else nodeid
+
+    return E2EOnOneWorker(config, log)
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """The end-to-end tests run last, in the order pytest grouped them, each topology's in one group.
+    """The end-to-end tests run last, in the order pytest grouped them.
 
     A session-scoped stack is stopped only when the session ends: run in the middle, the
     last topology's stack (PostgreSQL, Redis, two API servers, services, two workers)
     would keep polling beside every later test, on the same two cores.
 
     Under pytest-xdist (``make test`` runs ``-n 2 --dist loadgroup``) the e2e tests form one
-    group: one worker runs them all, in this order, from the start of the session, while the
-    other worker runs everything else. They mostly wait (trigger windows, leases, polls), so
-    the rest of the suite fits beside them. Both topologies in one worker, not one each: run
-    side by side, the two stacks' trainings on two cores timed out four scale and UI tests
-    (measured under load, 2026-12-03).
+    group (``pytest_xdist_make_scheduler``): one worker runs them all, in this order, from the
+    start of the session, while the other worker runs everything else. They mostly wait
+    (trigger windows, leases, polls), so the rest of the suite fits beside them. Some e2e
+    tests build on an earlier one's data (the server-down test on the burst test's dataset),
+    so they must share one worker and its stacks.
     """
     items.sort(key=lambda item: "e2e" in getattr(item, "fixturenames", ()))
-    for item in items:
-        if "e2e" in getattr(item, "fixturenames", ()):
-            item.add_marker(pytest.mark.xdist_group("e2e"))
 
 
 # --------------------------------------------------------------------- isolation
