@@ -336,12 +336,13 @@ def _validation_forecasts(prep: Prepared, chosen: Candidate, valid: pl.DataFrame
     """The validation rows forecast by ``family``: the evaluated booster (which never trained on them; they only
     stopped its rounds), the statistical model refit at each horizon-long window's origin, or their mean."""
     c = prep.contract
-    booster = predict_target(chosen.fit.booster, valid, c, chosen.spec, clip=prep.clip_at_zero)
+    booster = None if family == FAM.STATS else predict_target(chosen.fit.booster, valid, c, chosen.spec,
+                                                               clip=prep.clip_at_zero)
     if family == FAM.XGBOOST:
         return booster
     rows = valid.select(*c.series_keys, c.time_column).with_columns(_window_index(c, prep.stats["max"]).alias("window"))
     stats = FAM.stats_values(prep.history, c, rows, prep.stats["max"], name, prep.clip_at_zero)
-    return stats if family == FAM.STATS else (booster + stats) / 2
+    return stats if booster is None else (booster + stats) / 2
 
 
 def _watermark(meta: dict[str, Any], contract: Contract):
