@@ -1,19 +1,18 @@
 """The ``train`` flow: features, XGBoost, evaluation against champion and baseline, promotion.
 
-Started by the ``data.landed`` deployment trigger (``uris`` and ``event_id`` come
-from the event) or by a person from the UI with defaults, which trains on
-everything the manifest holds. The manifest, not the event, decides what is new:
-when the registry already holds a model for exactly the manifest's data, the run
-ends in seconds as "nothing new". Runs for one dataset are serialised by a
-Prefect global concurrency limit (at most one run waits; see ``freshet.locks``),
-fitting takes one of the machine's shared training slots, and a run re-checks the
-manifest after training so data that landed meanwhile is not left behind.
+Started by the ``data.landed`` deployment trigger (``uris`` and ``event_id`` come from the
+event) or by a person from the UI, which trains on everything the manifest holds. The manifest,
+not the event, decides what is new: when the registry already holds a model for exactly the
+manifest's data, the run ends in seconds as "nothing new". Runs for one dataset are serialised
+by a Prefect global concurrency limit (at most one run waits; ``freshet.locks``), fitting takes
+one of the machine's shared training slots, and a run looks at the manifest again after training
+(the last look once the trigger's throttle window has passed) so data that landed meanwhile,
+announced or not, is not left behind.
 """
 
 from __future__ import annotations
 
 import time
-from datetime import datetime, timezone
 from typing import Any
 
 import polars as pl
@@ -27,7 +26,7 @@ from freshet import events
 from freshet.data.contracts import Contract, load_contract
 from freshet.data.ingestion import admit_uris, load_curated, unadmitted_uris
 from freshet.data.lake import Lake
-from freshet.data.settle import settled_entries
+from freshet.data.settle import settled_entries, throttle_window_end
 from freshet.modeling import registry, report
 from freshet.modeling import training as T
 from freshet.locks import dataset_lock, training_slot
@@ -45,18 +44,12 @@ def admit_pending(contract: Contract, uris: list[str], settings: Settings) -> li
 
 
 @task(name="gather-manifest", cache_policy=NO_CACHE)
-def gather(contract: Contract, settings: Settings, triggered: bool) -> list[dict[str, Any]]:
-    """The manifest to train on, once a burst of landings has settled (``freshet.data.settle``)."""
-    start = time.monotonic()
-    not_before = start
-    if triggered:
-        scheduled = flow_run.get_scheduled_start_time()
-        since_event = (datetime.now(timezone.utc) - scheduled).total_seconds() if scheduled else 0.0
-        not_before = start + max(0.0, settings.trigger_throttle_seconds - since_event)
+def gather(contract: Contract, settings: Settings, quiet: float, not_before: float = 0.0) -> list[dict[str, Any]]:
+    """The manifest once no file has landed for ``quiet`` s, not before ``not_before`` (``freshet.data.settle``)."""
     return settled_entries(Lake.from_settings(settings), contract.name,
                            lambda uris: admit_pending.fn(contract, uris, settings), not_before=not_before,
-                           quiet=settings.debounce_quiet_seconds if triggered else 0.0,
-                           deadline=start + settings.debounce_max_wait_seconds, log=get_run_logger())
+                           quiet=quiet, deadline=time.monotonic() + settings.debounce_max_wait_seconds,
+                           log=get_run_logger())
 
 
 def load_data(contract: Contract, entries: list[dict[str, Any]], settings: Settings) -> tuple[pl.LazyFrame, dict[str, Any]]:
@@ -163,14 +156,18 @@ def train(dataset: str = "retail_sales", uris: list[str] | None = None, event_id
             print(f"train {dataset}: another run is already waiting for this dataset's training slot and will "
                   "train on this run's data too; done")
             return {"dataset": dataset, "status": "queued-behind"}
-        outcomes = []
-        for _ in range(settings.max_train_rounds_per_run):
-            entries = gather(contract, settings, triggered=bool(event_id) and not outcomes)
+        outcomes: list[dict[str, Any]] = []
+        event_at = flow_run.get_scheduled_start_time() if event_id else None  # the automation schedules it "now"
+        look_until = throttle_window_end(settings.trigger_throttle_seconds, event_at) if event_id else 0.0
+        for i in range(rounds := settings.max_train_rounds_per_run):  # the last round waits out the window
+            quiet = settings.debounce_quiet_seconds if event_id and not outcomes else 0.0
+            entries = gather(contract, settings, quiet, look_until if i == rounds - 1 else 0.0)
+            if (existing := registry.model_for(lake, dataset, entries)) and not force and time.monotonic() < look_until:
+                entries = gather(contract, settings, 0.0, look_until)  # files whose events the trigger dropped
+                existing = registry.model_for(lake, dataset, entries)
             if not entries:
                 print(f"train {dataset}: the manifest is empty; land and ingest data first")
                 return {"dataset": dataset, "status": "no-data"}
-            fingerprint = registry.data_fingerprint([e["content_hash"] for e in entries])
-            existing = registry.covered_by(registry.list_models(lake, dataset), fingerprint)
             if existing and not force:
                 _finish_interrupted_promotion(lake, dataset, existing, settings)
                 break

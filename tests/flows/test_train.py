@@ -274,13 +274,54 @@ def test_the_debounce_reads_each_manifest_entry_once_however_often_it_polls(
 
     @flow
     def debounce() -> list[dict]:
-        return gather(RETAIL, get_settings(), triggered=True)
+        return gather(RETAIL, get_settings(), get_settings().debounce_quiet_seconds)
 
     entries = debounce()
     assert len(entries) == 3 and len(polls) >= 6, polls  # one poll per 0.5 s, 2 s of quiet after the third
     # the first poll read the two entries, the third the new one; every other poll only listed
     assert sorted(reads) == sorted(lake_env.lake.manifest_path(DATASET, e["content_hash"]) for e in entries)
     assert polls[:4] == [0, 2, 2, 3] and set(polls[4:]) == {3}
+
+
+def test_an_event_started_run_trains_at_once_and_looks_again_when_the_throttle_window_ends(
+    prefect_api, lake_env: LakeHandle, sales, monkeypatch
+) -> None:
+    """The first training does not wait for the trigger's throttle window; a file landing inside the window
+    (Prefect drops its event) is still trained by the same run, after the window has passed."""
+    import flows.train as train_flow
+    from freshet.data.lake import Lake
+
+    monkeypatch.setenv("FRESHET_TRIGGER_THROTTLE_SECONDS", "12")
+    monkeypatch.setenv("FRESHET_DEBOUNCE_QUIET_SECONDS", "0")
+    history, week = split_into_batches(sales, 2, batch_days=7)
+    admit(lake_env, history, "history.csv")
+    windows, trainings, polls_after_first = [], [], []
+    window_end, train_once, listing = train_flow.throttle_window_end, train_flow.train_once, Lake.list
+
+    def recorded_window_end(throttle, event_at):
+        windows.append(window_end(throttle, event_at))
+        return windows[-1]
+
+    def recorded_train_once(contract, entries, settings, event_id):
+        trainings.append((time.monotonic(), len(entries)))
+        return train_once(contract, entries, settings, event_id)
+
+    def landing_while_the_run_waits(self, path, suffix=""):
+        if trainings and path == lake_env.lake.manifest_dir(DATASET):
+            polls_after_first.append(path)
+            if len(polls_after_first) == 3:  # the run found nothing new and waits for the window to end
+                lake_env.land(week, "week.csv")  # landed, never announced: its event was dropped
+        return listing(self, path, suffix)
+
+    monkeypatch.setattr(train_flow, "throttle_window_end", recorded_window_end)
+    monkeypatch.setattr(train_flow, "train_once", recorded_train_once)
+    monkeypatch.setattr(Lake, "list", landing_while_the_run_waits)
+    out = train(event_id="an-event-id")
+    assert out["status"] == "trained" and out["files"] == 2 and out["rounds"] == 2, out
+    (end,) = windows
+    assert [n for _, n in trainings] == [1, 2]
+    assert trainings[0][0] < end <= trainings[1][0], "trained at once, then once more after the window"
+    assert [len(m["lineage"]) for m in models(lake_env)] == [1, 2]
 
 
 # ----------------------------------------------------------------- event-started runs

@@ -34,6 +34,12 @@ def covered_by(models: list[dict[str, Any]], fingerprint: str) -> dict[str, Any]
     return matches[-1] if matches else None
 
 
+def model_for(lake: Lake, dataset: str, entries: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The newest registered model trained on exactly these manifest entries, if any."""
+    fingerprint = data_fingerprint([e["content_hash"] for e in entries])
+    return covered_by(list_models(lake, dataset), fingerprint) if entries else None
+
+
 def uncovered(entries: list[dict[str, Any]], models: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Manifest entries that no registered model has in its lineage."""
     seen = {item["content_hash"] for m in models for item in m.get("lineage", [])}
