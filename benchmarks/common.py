@@ -140,6 +140,20 @@ def load_average() -> list[float]:
     return [round(x, 2) for x in os.getloadavg()]
 
 
+def commit() -> str:
+    """The checkout's commit (short hash and subject), "+ local changes" when the tree differs from it."""
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], capture_output=True, text=True, timeout=10,
+                              cwd=Path(__file__).resolve().parent).stdout.strip()
+
+    try:
+        head = git("log", "-1", "--format=%h \"%s\"")
+        dirty = git("status", "--porcelain", "--untracked-files=no")
+    except (OSError, subprocess.SubprocessError):
+        return ""
+    return head + (" + local changes" if dirty else "")
+
+
 def uptime_line() -> str:
     try:
         return subprocess.run(["uptime"], capture_output=True, text=True, timeout=5).stdout.strip()
