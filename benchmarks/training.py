@@ -47,9 +47,11 @@ def _setup(args: dict):
 
 
 def _prepare_shipped(args: dict, meter, marks: dict | None = None):
-    """What train_once does before fit, by the flow's own task functions (flows/train.py):
-    a lazy load plus one stats scan, then features and split, a slice of series at a time."""
+    """What train_once does before fit, by the flow's own step functions (flows/train.py's load, then
+    ``training.prepare`` as ``training.train_model`` calls it): a lazy load plus one stats scan, then
+    features and split, a slice of series at a time."""
     import flows.train as T
+    from freshet.modeling import training as MT
 
     settings, lake, contract, entries = _setup(args)
     meter.base()
@@ -57,13 +59,13 @@ def _prepare_shipped(args: dict, meter, marks: dict | None = None):
     if marks is not None:
         meter.stage_peak()
     start = time.perf_counter()
-    data, stats = T.load_data.fn(contract, entries, settings)
+    data, stats = T.load_data(contract, entries, settings)
     timings["load"] = time.perf_counter() - start
     if marks is not None:
         marks["rss_after_load"] = meter.rss()
         marks["peak_in_load"] = meter.stage_peak()
     start = time.perf_counter()
-    prep = T.features_task.fn(contract, data, stats, settings)
+    prep = MT.prepare(data, contract, settings, stats)
     train, valid, holdout = prep.train, prep.valid, prep.backtest
     timings["features"] = time.perf_counter() - start  # spec, features and the time split, as the flow times them
     timings["spec"] = prep.spec
