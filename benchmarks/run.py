@@ -225,6 +225,8 @@ def table(results: dict[str, Any]) -> list[dict[str, Any]]:
                              f"event's ({b['worker_cpu_net_s']:.0f} vs {bu['single']['worker_cpu_net_s']:.0f} CPU s, "
                              f"{b['trainings']} trainings)", bu["x_single"], f"{bu['x_single']:.2f}x", 2.2,
                              "<= 2.2x", True))
+            if min(b["worker_cpu_net_s"], bu["single"]["worker_cpu_net_s"]) <= 0:  # the idle rate took in other work
+                rows[-1].update({"measured": "invalid (negative net CPU)", "ratio": None, "met": None})
     topo = results.get("topologies")
     if topo and "error" in topo:
         rows.append(_err("topologies", "sqlite vs scale", "see targets", topo["error"]))
