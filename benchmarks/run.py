@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(1, str(Path(__file__).resolve().parents[1]))  # the checkout, for flows/
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 
-from common import GiB, RESULTS, commit, load_average, machine, say, uptime_line  # noqa: E402
+from common import GiB, RESULTS, commit, fmt_bytes, load_average, machine, say, uptime_line  # noqa: E402
 
 from freshet import tables  # noqa: E402
 
@@ -110,10 +110,6 @@ def _fmt_s(x: float | None) -> str:
     return "n/a" if x is None else (f"{x:.2f} s" if x < 10 else f"{x:.0f} s")
 
 
-def _fmt_b(x: float | None) -> str:
-    return "n/a" if x is None else (f"{x / GiB:.2f} GiB" if x >= GiB / 2 else f"{x / (1 << 20):.0f} MiB")
-
-
 def _row(bench: str, measure: str, measured: float | None, shown: str, target: float, target_shown: str,
          upper: bool) -> dict[str, Any]:
     ratio = None if measured is None else measured / target
@@ -187,7 +183,7 @@ def table(results: dict[str, Any]) -> list[dict[str, Any]]:
                     rows.append(_row("ingestion throughput", f"{label}: freshet vs pandas validation",
                                      case["x_pandas"], f"{case['x_pandas']:.2f}x", 5.0, ">= 5x", False))
                 rows.append(_row("ingestion throughput", f"{label}: peak memory / input "
-                                 f"({_fmt_b(f['peak_above_base'])} for {_fmt_b(case['bytes'])})", f["peak_x_input"],
+                                 f"({fmt_bytes(f['peak_above_base'])} for {fmt_bytes(case['bytes'])})", f["peak_x_input"],
                                  f"{f['peak_x_input']:.2f}x", 3.0, "< 3x", True))
     tr = results.get("training")
     if tr:
@@ -262,7 +258,7 @@ def table(results: dict[str, Any]) -> list[dict[str, Any]]:
                 # stage peaks reset ru_maxrss: the run's peak is the largest of them
                 peak = max([r["maxrss"], *(v for k, v in r.items() if k.startswith("peak_in") and v)]) - r["rss_base"]
                 rows.append(_row("scale", label + f" {_fmt_s(r['total_s'])}", peak / GiB,
-                                 f"peak {_fmt_b(peak)}", 16.0, "peak < 16 GiB", True))
+                                 f"peak {fmt_bytes(peak)}", 16.0, "peak < 16 GiB", True))
     acc = results.get("accuracy")
     if acc:
         if "error" in acc:

@@ -157,8 +157,8 @@ def train(dataset: str = "retail_sales", uris: list[str] | None = None, event_id
                   "train on this run's data too; done")
             return {"dataset": dataset, "status": "queued-behind"}
         outcomes: list[dict[str, Any]] = []
-        event_at = flow_run.get_scheduled_start_time() if event_id else None  # the automation schedules it "now"
-        look_until = throttle_window_end(settings.trigger_throttle_seconds, event_at) if event_id else 0.0
+        look_until = (throttle_window_end(settings.trigger_throttle_seconds, flow_run.get_scheduled_start_time())
+                      if event_id else 0.0)  # the automation schedules its run at the event's time
         for i in range(rounds := settings.max_train_rounds_per_run):  # the last round waits out the window
             quiet = settings.debounce_quiet_seconds if event_id and not outcomes else 0.0
             entries = gather(contract, settings, quiet, look_until if i == rounds - 1 else 0.0)
