@@ -3,8 +3,9 @@
     .venv/bin/python benchmarks/intervals.py            # both scalings on every real data set (a few minutes)
 
 ``freshet.modeling.intervals.SCALE_MODE`` decides the unit of a row's residual: ``level`` (the
-series' mean |target| over the two seasons before the origin: one width for every hour of a day)
-or ``point`` (the forecast itself, at least a tenth of that level: wider where more is expected).
+series' mean |target| over the two seasons before the origin: one width for every hour of a day),
+``point`` (the forecast itself, at least a tenth of that level: wider where more is expected) or
+``sqrt`` (the square root of ``point``: a count's spread).
 For each real data set of ``benchmarks/accuracy.py``, freshet runs on the short (refit) windows of
 both splits under each mode: the development windows the choice is made on, and the final ones,
 strictly later, that are reported. Printed: the nominal-80% interval's
@@ -30,7 +31,7 @@ def main(datasets: list[str]) -> int:
     for name in datasets:
         ds = DATASETS[name]
         contract, full = ds.contract(), ds.load()
-        for mode in ("level", "point"):
+        for mode in I.SCALE_MODES:
             I.SCALE_MODE = mode
             got = {}
             for split in ("dev", "final"):

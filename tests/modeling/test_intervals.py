@@ -15,15 +15,29 @@ def test_quantile_columns_are_named_in_percent() -> None:
     assert I.central_pairs((0.05, 0.1, 0.5, 0.9)) == [(0.1, 0.9)]
 
 
-def test_a_table_is_in_units_of_each_series_scale() -> None:
+def test_a_table_is_in_units_of_the_square_root_of_each_rows_forecast() -> None:
+    # two count-like series, one a hundred times larger: a Poisson count's spread is the root of its mean
     rng = np.random.default_rng(0)
-    noise = rng.normal(0, 1, 4000)
-    scale = np.where(np.arange(4000) % 2, 1.0, 100.0)  # two series, one a hundred times larger
-    table = I.residual_table(noise * scale, np.zeros(4000), scale)
-    offs = I.offsets(table, QUANTILES, 2)
-    values = I.bands(np.array([0.0, 0.0]), np.array([1.0, 100.0]), offs, clip=False)
-    assert values[0, 2] == pytest.approx(1.2816, abs=0.1) and values[1, 2] == pytest.approx(128.16, abs=10)
-    assert values[0, 0] == pytest.approx(-values[0, 2], abs=0.15)
+    point = np.where(np.arange(4000) % 2, 1.0, 100.0)
+    table = I.residual_table(point + rng.normal(0, 1, 4000) * np.sqrt(point), point, point)
+    values = I.bands(np.array([1.0, 100.0]), np.array([1.0, 100.0]), I.offsets(table, QUANTILES, 2), clip=False)
+    assert values[0, 2] == pytest.approx(1 + 1.2816, abs=0.1) and values[1, 2] == pytest.approx(100 + 12.816, abs=1)
+    assert values[1, 0] == pytest.approx(100 - 12.816, abs=1)
+
+
+def test_in_a_zero_heavy_panel_a_large_series_gets_a_p10_above_zero(monkeypatch: pytest.MonkeyPatch) -> None:
+    # issue 18's pizza cell: small series that sell nothing on most days pull the pooled p10 to "actual = 0";
+    # in units of the forecast itself that is p10 = 0 for every series, in square-root units only for small ones
+    rng = np.random.default_rng(4)
+    small, large = np.full(3000, 0.5), np.full(1000, 40.0)
+    point = np.concatenate([small, large])
+    actual = np.concatenate([rng.poisson(small), rng.poisson(large)]).astype(float)
+    table = I.residual_table(actual, point, point)
+    values = I.bands(np.array([0.5, 40.0]), np.array([0.5, 40.0]), I.offsets(table, QUANTILES, 2), clip=True)
+    assert values[0, 0] == 0.0 and values[1, 0] > 20  # a Poisson(40)'s 10th percentile is 32
+    monkeypatch.setattr(I, "SCALE_MODE", "point")  # the unit shipped before: the large series' p10 falls to 0 too
+    table = I.residual_table(actual, point, point)
+    assert I.bands(np.array([40.0]), np.array([40.0]), I.offsets(table, QUANTILES, 1), clip=True)[0, 0] == 0.0
 
 
 def test_rows_without_a_scale_or_forecast_are_not_used() -> None:

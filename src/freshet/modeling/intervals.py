@@ -1,11 +1,14 @@
 """Prediction intervals: conformal quantiles of scaled residuals (pure numpy/polars, no I/O).
 
 A forecast's range is its point plus an offset per quantile, in units of the row's scale, so
-one table serves small and large series, night and rush hour alike. The scale is the forecast
-itself, at least ``POINT_FLOOR`` of the series' level (its mean absolute target over the
-``SCALE_SEASONS`` seasons before the origin) so a forecast near zero still gets a range.
-``SCALE_MODE = "level"`` (the level alone) was the alternative; ``benchmarks/intervals.py``
-chose between them on the benchmark's development windows (BENCHMARKS.md). The offsets are percentiles of residuals
+one table serves small and large series, night and rush hour alike. The scale is the square root
+of the forecast, the forecast at least ``POINT_FLOOR`` of the series' level (its mean absolute
+target over the ``SCALE_SEASONS`` seasons before the origin) so a forecast near zero still gets a
+range: a count-shaped unit (a Poisson count's spread grows with the square root of its mean), so in
+a panel a large series' p10 rises above 0 while a small, zero-heavy one's stays at 0.
+``SCALE_MODE = "point"`` (the floored forecast itself) and ``"level"`` (the level alone) were the
+alternatives; ``benchmarks/intervals.py`` and ``benchmarks/interval_scale.py`` chose between them on
+the benchmark's development windows (BENCHMARKS.md, "Interval calibration"). The offsets are percentiles of residuals
 ``(actual - forecast) / scale`` measured where the actuals were not seen by the forecaster:
 the model's rolling-origin backtest and validation span, or the seasonal-naive forecast replayed
 over recent history. One pooled table serves every step: the model forecasts each step from the
@@ -33,7 +36,8 @@ from freshet.data.contracts import Contract
 GRID = tuple(round(i / 100, 2) for i in range(1, 100))  # the percentiles a table stores
 SCALE_SEASONS = 2        # a series' scale: mean |target| over this many seasons before the origin
 SCALE = "__scale"
-SCALE_MODE = "point"     # a row's scale: "point" (|forecast|, at least POINT_FLOOR levels) or "level" (the series' level)
+SCALE_MODE = "sqrt"      # a row's scale: "sqrt" (of "point"), "point" (|forecast|, at least POINT_FLOOR levels) or "level"
+SCALE_MODES = ("sqrt", "point", "level")
 POINT_FLOOR = 0.1
 PLOTTING = "weibull"     # a table's q-percentile: rank (n + 1) q of n residuals (see the module's docstring)
 
@@ -43,7 +47,8 @@ def row_scale(point: np.ndarray, level: np.ndarray) -> np.ndarray:
     level = np.asarray(level, dtype=np.float64)
     if SCALE_MODE == "level":
         return level
-    return np.maximum(np.abs(np.asarray(point, dtype=np.float64)), POINT_FLOOR * level)
+    floored = np.maximum(np.abs(np.asarray(point, dtype=np.float64)), POINT_FLOOR * level)
+    return np.sqrt(floored) if SCALE_MODE == "sqrt" else floored
 
 
 def quantile_column(q: float) -> str:
