@@ -48,6 +48,12 @@ def machine(doc: dict[str, Any]) -> str:
         ["load before", f"`{doc.get('uptime_before', '')}`"],
         ["load after", f"`{doc.get('uptime_after', '')}`"],
     ]
+    for rerun in doc.get("reruns", []):  # benchmarks re-run alone (run.py --into): their figures replace the run's
+        started = datetime.fromisoformat(rerun["started_at"])
+        ended = started + timedelta(seconds=rerun.get("elapsed_s", 0))
+        rows.append(["re-run", f"{', '.join(rerun.get('selected', []))}: `{rerun.get('command')}` at commit "
+                               f"{rerun.get('commit') or 'not recorded'}, {started:%Y-%m-%d %H:%M}-{ended:%H:%M} UTC, "
+                               f"load before `{rerun.get('uptime_before', '')}`, after `{rerun.get('uptime_after', '')}`"])
     return _md(["", ""], rows)
 
 

@@ -4,6 +4,8 @@
     .venv/bin/python benchmarks/run.py --quick         # smaller sizes, fewer repeats (a smoke run, ~6 min)
     .venv/bin/python benchmarks/run.py --only ingestion --only training
     .venv/bin/python benchmarks/run.py --only accuracy   # forecast accuracy vs mlforecast and statsforecast's models
+    .venv/bin/python benchmarks/run.py --only topologies --into benchmarks/results/latest.json
+                                                       # re-run one that failed, into a full run's results
 
 Results go to benchmarks/results/latest.json and latest.md (gitignored);
 BENCHMARKS.md holds the committed table. Benchmarks are not tests: nothing here
@@ -285,11 +287,22 @@ def render(rows: list[dict[str, Any]]) -> str:
     return tables.render(tables.table(head, body, right=["ratio"]))
 
 
+def merge(doc: dict[str, Any], results: dict[str, Any], info: dict[str, Any]) -> dict[str, Any]:
+    """A full run's results ``doc`` with some benchmarks' ``results`` re-run alone: theirs replace the run's, and
+    the re-run's ``info`` (command, commit, time, load) is kept beside the run's, so the document names both."""
+    doc["results"].update(results)
+    doc.setdefault("reruns", []).append(info)
+    doc["table"] = table(doc["results"])
+    return doc
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="smaller sizes and fewer repeats (a smoke run)")
     parser.add_argument("--only", action="append", choices=NAMES, help="run only this benchmark (repeatable)")
     parser.add_argument("--out", type=Path, default=RESULTS / "latest.json", help="where to write the JSON results")
+    parser.add_argument("--into", type=Path, help="replace these benchmarks' results in this results JSON (a full "
+                        "run's) and record this run as a re-run beside it (its command, commit, time and load)")
     parser.add_argument("--keep-stack", action="store_true", help="keep the live stack's temporary folder (logs)")
     parser.add_argument("--render", type=Path, help="only rebuild the table (and its .md) from this results JSON")
     parser.add_argument("--document", type=Path, help="with --render: rewrite this file's generated part "
@@ -316,8 +329,12 @@ def main(argv: list[str] | None = None) -> int:
     results = run_all(selected, args.quick, args.keep_stack)
     info.update({"uptime_after": uptime_line(), "load_after": load_average(),
                  "elapsed_s": round(time.monotonic() - started, 1)})
-    rows = table(results)
-    doc = {**info, "table": rows, "results": results}
+    if args.into:
+        doc = merge(json.loads(args.into.read_text()), results, info)
+        args.out, results, rows = args.into, doc["results"], doc["table"]
+    else:
+        rows = table(results)
+        doc = {**info, "table": rows, "results": results}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(doc, indent=2, default=str))
     args.out.with_suffix(".md").write_text(render(rows) + "\n")

@@ -54,3 +54,20 @@ def test_splice_replaces_only_the_generated_part(tmp_path: Path) -> None:
     path.write_text("no markers")
     with pytest.raises(SystemExit, match="no generated part"):
         R.splice(path, "x")
+
+
+def test_a_benchmark_re_run_alone_replaces_the_runs_figures_and_is_named_beside_it() -> None:
+    doc = results()
+    rerun = {"started_at": "2026-12-04T01:00:00+00:00", "elapsed_s": 600.0, "selected": ["freshness"],
+             "command": "benchmarks/run.py --only freshness --into x.json", "commit": "def5678",
+             "uptime_before": "load average: 0.20", "uptime_after": "load average: 0.90"}
+    fresh = {**doc["results"]["freshness"], "lag_median_s": 20.2}
+    doc = RUN.merge(doc, {"freshness": fresh}, rerun)
+    text = R.document(doc, RUN.render(doc["table"]))
+    (headline,) = [line for line in text.splitlines() if line.startswith("| freshness lag")]
+    assert "| 20 s" in headline and "36 s" not in headline
+    assert "**burst**: failed in this run" in text  # what was not re-run stays as the run left it
+    assert 'at commit abc1234 "a subject"' in text  # the full run's provenance, and the re-run's beside it
+    (row,) = [line for line in text.splitlines() if line.startswith("| re-run")]
+    assert "freshness: `benchmarks/run.py --only freshness --into x.json` at commit def5678" in row
+    assert "2026-12-04 01:00-01:10 UTC" in row and "load average: 0.90" in row
