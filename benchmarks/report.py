@@ -139,12 +139,14 @@ def _burst(bu: dict[str, Any]) -> str:
     invalid = ("" if min(b["worker_cpu_net_s"], s["worker_cpu_net_s"]) > 0 else
                " **Not a valid measurement in this run**: a net CPU figure is negative, so the idle rate measured before "
                "the burst (the worker's CPU per second while no run was due) included other work; the ratio means nothing.")
-    return (f"**Burst**: after a first model, one event (one new file, one training) cost {s['worker_cpu_net_s']:.1f} "
+    return (f"**Burst**: after a first model, one event (one new file, one training and the forecast it starts) cost "
+            f"{s['worker_cpu_net_s']:.1f} "
             f"CPU s of worker time; {b['events']} events for {b['events']} new files within {b['emitted_in_s']:.1f} s cost "
             f"{b['worker_cpu_net_s']:.1f} CPU s ({bu['x_single']:.2f}x): {b['runs_created']} runs created "
             f"({', '.join(f'{v} {k}' for k, v in b['run_states'].items())}), {b['trainings']} training(s), the last "
             f"model {'covering every file' if b['last_model_covers_every_file'] else 'NOT covering every file'}. Net of "
-            f"the worker's idle polling ({bu['idle_worker_cpu_per_s']:.3f} CPU s per second); the server spent "
+            f"the worker's idle polling ({bu['idle_worker_cpu_per_s']:.3f} CPU s per second, measured once no run was pending, "
+            f"running or due); each figure runs until the stack is quiet again; the server spent "
             f"{b['server_cpu_s']:.1f} CPU s on the burst." + invalid)
 
 
