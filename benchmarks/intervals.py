@@ -1,6 +1,6 @@
 """How a forecast range's residuals are scaled, chosen on development windows, reported on later ones.
 
-    .venv/bin/python benchmarks/intervals.py            # both scalings on every real data set (a few minutes)
+    .venv/bin/python benchmarks/intervals.py            # every scaling on every real data set (a few minutes)
 
 ``freshet.modeling.intervals.SCALE_MODE`` decides the unit of a row's residual: ``level`` (the
 series' mean |target| over the two seasons before the origin: one width for every hour of a day),
