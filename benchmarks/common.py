@@ -30,6 +30,14 @@ GiB = 1 << 30
 def fmt_bytes(x: float | None) -> str:
     """A byte count for a table: GiB from half a GiB up, MiB below; "n/a" when unknown."""
     return "n/a" if x is None else (f"{x / GiB:.2f} GiB" if x >= GiB / 2 else f"{x / (1 << 20):.0f} MiB")
+
+
+def burst_valid(bu: dict) -> bool:
+    """Whether a burst result measured anything: both net CPU figures positive (a negative one means the idle rate
+    taken before it included other work)."""
+    return min(bu["burst"]["worker_cpu_net_s"], bu["single"]["worker_cpu_net_s"]) > 0
+
+
 # moto accepts any credentials; never real ones.
 FAKE_AWS_ENV = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_SESSION_TOKEN": "testing",
                 "AWS_DEFAULT_REGION": "us-east-1", "AWS_REGION": "us-east-1"}

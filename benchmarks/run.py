@@ -29,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(1, str(Path(__file__).resolve().parents[1]))  # the checkout, for flows/
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 
-from common import GiB, RESULTS, commit, fmt_bytes, load_average, machine, say, uptime_line  # noqa: E402
+from common import GiB, RESULTS, burst_valid, commit, fmt_bytes, load_average, machine, say, uptime_line  # noqa: E402
 
 from freshet import tables  # noqa: E402
 
@@ -223,7 +223,7 @@ def table(results: dict[str, Any]) -> list[dict[str, Any]]:
                              f"event's ({b['worker_cpu_net_s']:.0f} vs {bu['single']['worker_cpu_net_s']:.0f} CPU s, "
                              f"{b['trainings']} trainings)", bu["x_single"], f"{bu['x_single']:.2f}x", 2.2,
                              "<= 2.2x", True))
-            if min(b["worker_cpu_net_s"], bu["single"]["worker_cpu_net_s"]) <= 0:  # the idle rate took in other work
+            if not burst_valid(bu):
                 rows[-1].update({"measured": "invalid (negative net CPU)", "ratio": None, "met": None})
     topo = results.get("topologies")
     if topo and "error" in topo:
